@@ -1,0 +1,1 @@
+"""Calculations of the aiida-adit plugin."""
