@@ -36,6 +36,17 @@ _NUMBER = {s: z for z, s in enumerate(SYMBOLS) if z > 0}
 MIN_DISTANCE = 0.5
 
 
+def _plain_info(info) -> dict[str, Any]:
+    """The entries of ``info`` that are plain JSON scalars (numpy scalars converted)."""
+    out = {}
+    for key, value in info.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, (str, int, float, bool)):
+            out[str(key)] = value
+    return out
+
+
 def atomic_number(symbol: str) -> int:
     """Atomic number of a chemical symbol such as ``"Fe"``; raises on unknown symbols."""
     try:
@@ -252,7 +263,7 @@ class AtomicSystem:
             atoms = Atoms(numbers=self.numbers, positions=self.positions, pbc=False)
         else:
             atoms = Atoms(numbers=self.numbers, positions=self.positions, cell=self.lattice, pbc=True)
-        atoms.info.update({k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool))})
+        atoms.info.update(_plain_info(self.info))
         return atoms
 
     @classmethod
@@ -260,9 +271,10 @@ class AtomicSystem:
         """Build from ``ase.Atoms``; periodic when all three directions are periodic."""
         pbc = np.asarray(atoms.pbc)
         if pbc.any() and not pbc.all():
-            raise InvalidSystemError(f"{(info or {}).get('id', '<atoms>')}: partially periodic systems are not supported")
+            where = (info or {}).get("id", "<atoms>")
+            raise InvalidSystemError(f"{where}: partially periodic systems are not supported")
         lattice = np.asarray(atoms.cell[:]) if pbc.all() else None
-        meta = {k: v for k, v in atoms.info.items() if isinstance(v, (str, int, float, bool))}
+        meta = _plain_info(atoms.info)
         meta.update(info or {})
         return cls(atoms.numbers, atoms.positions, lattice, meta)
 
