@@ -1,0 +1,230 @@
+"""Typed configuration of the models and of training, and the size registry.
+
+Every hyperparameter is a field of a dataclass; the dataclasses are saved as
+JSON in each checkpoint, so a checkpoint alone rebuilds its model. Sizes
+(XS for CPU work, S/B/L as in the ADiT paper) live in :data:`SIZES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adit_torch.errors import ConfigError
+from adit_torch.system import MAX_ATOMIC_NUMBER
+
+
+@dataclass
+class VAEConfig:
+    """Transformer VAE over atoms (encoder and decoder share width and depth).
+
+    Loss weights follow the reference configuration: crystals are scored on
+    lengths (1), angles (10) and fractional coordinates (10); molecules on
+    centred Cartesian positions (10); both on atom types (1) and KL (1e-5).
+    """
+
+    d_model: int = 512
+    num_layers: int = 8
+    num_heads: int = 8
+    mlp_ratio: float = 4.0
+    latent_dim: int = 8
+    dropout: float = 0.0
+    vocab_size: int = MAX_ATOMIC_NUMBER + 2  # 0 = padding, 1..MAX = elements, MAX+1 = [MASK]
+    num_datasets: int = 2
+    w_types: float = 1.0
+    w_lengths: float = 1.0
+    w_angles: float = 10.0
+    w_frac: float = 10.0
+    w_pos_crystal: float = 0.0
+    w_pos_molecule: float = 10.0
+    w_kl: float = 1e-5
+    # denoising corruption applied in training only; loss targets stay clean
+    mask_type_prob: float = 0.1
+    jitter_prob: float = 0.1
+    jitter_std: float = 0.1  # Å
+
+    @property
+    def mask_token(self) -> int:
+        """Index of the [MASK] atom type used by the denoising corruption."""
+        return self.vocab_size - 1
+
+
+@dataclass
+class DiTConfig:
+    """Diffusion Transformer with adaLN-Zero over per-atom latents.
+
+    Optional conditions are switched on by a non-zero size: ``num_space_groups``
+    (230 for 1..230 plus null), ``num_elements`` (composition vector length) and
+    ``num_properties`` (scalar properties). They add to the conditioning vector.
+    """
+
+    d_model: int = 384
+    num_layers: int = 12
+    num_heads: int = 6
+    mlp_ratio: float = 4.0
+    latent_dim: int = 8
+    self_condition: bool = True
+    cond_drop_prob: float = 0.1
+    num_space_groups: int = 0
+    num_elements: int = 0
+    num_properties: int = 0
+
+
+@dataclass
+class FlowConfig:
+    """Flow matching (linear interpolant, clean-sample prediction)."""
+
+    t_clip: float = 0.9  # loss weight 1 / (1 - min(t, t_clip))
+    self_cond_prob: float = 0.5
+    steps: int = 100
+    cfg_scale: float = 2.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of one training run."""
+
+    dataset: str = "joint"  # mp20 | qm9 | joint
+    batch_size: int = 256
+    max_atoms_per_batch: int = 0  # >0: batches hold at most this many atoms (overrides batch_size)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    max_steps: int = 100_000
+    max_minutes: float = 0.0  # 0 = no limit
+    seed: int = 0
+    num_workers: int = 0
+    compile: bool = False
+    augment: bool = True  # random SO(3) rotation + translation
+    log_every: int = 20
+    val_every: int = 1000
+    ckpt_every: int = 500
+    val_size: int = 64  # systems per kind scored at validation
+    val_samples: int = 32  # DiT samples per kind at validation (0 = off)
+    max_train_systems: int = 0  # >0: use only the first systems of the split (quick runs)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Widths and depths of one registered size, plus its training defaults."""
+
+    vae: dict[str, Any]
+    dit: dict[str, Any]
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+#: Registered sizes. XS trains on a 2-core CPU in about an hour; it uses a
+#: smaller EMA decay (0.999) because 0.9999 averages over ~10k steps, more than
+#: such a run takes. S, B and L are the paper's DiT sizes with the reference VAE.
+SIZES: dict[str, SizeSpec] = {
+    "XS": SizeSpec(
+        vae={"d_model": 128, "num_layers": 3, "num_heads": 4},
+        dit={"d_model": 192, "num_layers": 4, "num_heads": 6},
+        train={"ema_decay": 0.999, "batch_size": 64, "lr": 5e-4, "warmup_steps": 100},
+    ),
+    "S": SizeSpec(vae={"d_model": 512, "num_layers": 8, "num_heads": 8},
+                  dit={"d_model": 384, "num_layers": 12, "num_heads": 6}),
+    "B": SizeSpec(vae={"d_model": 512, "num_layers": 8, "num_heads": 8},
+                  dit={"d_model": 768, "num_layers": 12, "num_heads": 12}),
+    "L": SizeSpec(vae={"d_model": 512, "num_layers": 8, "num_heads": 8},
+                  dit={"d_model": 1024, "num_layers": 24, "num_heads": 16}),
+}
+
+
+def _check_size(size: str) -> SizeSpec:
+    if size not in SIZES:
+        raise ConfigError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
+
+
+def vae_config(size: str, **overrides) -> VAEConfig:
+    """The VAE config of a registered size, with field overrides."""
+    return from_dict(VAEConfig, {**_check_size(size).vae, **overrides}, where=f"VAE size {size}")
+
+
+def dit_config(size: str, **overrides) -> DiTConfig:
+    """The DiT config of a registered size, with field overrides."""
+    return from_dict(DiTConfig, {**_check_size(size).dit, **overrides}, where=f"DiT size {size}")
+
+
+def train_config(size: str, **overrides) -> TrainConfig:
+    """The training config of a registered size (its defaults), with field overrides."""
+    return from_dict(TrainConfig, {**_check_size(size).train, **overrides}, where=f"training size {size}")
+
+
+def from_dict(cls, values: dict[str, Any], where: str = "config"):
+    """Build dataclass ``cls`` from a dict; unknown keys or wrong types raise :class:`ConfigError`."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    clean = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: {key} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
+            if isinstance(default, int) and not float(value).is_integer():
+                raise ConfigError(f"{where}: {key} must be an integer, got {value!r}")
+            value = type(default)(value)
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        clean[key] = value
+    cfg = cls(**clean)
+    validate(cfg, where)
+    return cfg
+
+
+def validate(cfg, where: str = "config") -> None:
+    """Raise :class:`ConfigError` for impossible values (non-positive sizes, heads not dividing width...)."""
+    if isinstance(cfg, (VAEConfig, DiTConfig)):
+        if cfg.d_model <= 0 or cfg.num_layers <= 0 or cfg.num_heads <= 0:
+            raise ConfigError(f"{where}: d_model, num_layers and num_heads must be positive")
+        if cfg.d_model % cfg.num_heads:
+            raise ConfigError(f"{where}: d_model {cfg.d_model} is not divisible by num_heads {cfg.num_heads}")
+        if cfg.latent_dim <= 0:
+            raise ConfigError(f"{where}: latent_dim must be positive")
+    if isinstance(cfg, TrainConfig):
+        if cfg.dataset not in ("mp20", "qm9", "joint"):
+            raise ConfigError(f"{where}: dataset must be mp20, qm9 or joint, got {cfg.dataset!r}")
+        if cfg.batch_size <= 0 or cfg.max_steps <= 0 or cfg.lr <= 0:
+            raise ConfigError(f"{where}: batch_size, max_steps and lr must be positive")
+        if not 0.0 <= cfg.ema_decay < 1.0:
+            raise ConfigError(f"{where}: ema_decay must lie in [0, 1), got {cfg.ema_decay}")
+        if cfg.device not in ("cpu", "cuda"):
+            raise ConfigError(f"{where}: device must be cpu or cuda, got {cfg.device!r}")
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """A JSON-serialisable dict of a config dataclass."""
+    out = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def load_settings(path: str | Path) -> dict[str, Any]:
+    """Read a ``--settings`` JSON file: ``{"train": {...}, "vae": {...}, "dit": {...}}`` or flat train keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"settings file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"settings file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"settings file {path} must hold a JSON object")
+    if not set(data) & {"train", "vae", "dit"}:
+        data = {"train": data}
+    unknown = sorted(set(data) - {"train", "vae", "dit"})
+    if unknown:
+        raise ConfigError(f"settings file {path}: unknown section(s) {unknown}; use train, vae, dit")
+    return data

@@ -1,0 +1,230 @@
+"""Diffusion Transformer (DiT) with adaLN-Zero over per-atom latents.
+
+Conditioning goes through one typed object, :class:`Condition`: a periodic /
+non-periodic label (with a null label for classifier-free guidance) and
+optional space group, composition and scalar properties. Each present field
+is embedded and added to the timestep embedding; enabling a new condition adds
+an embedder, not a change to the blocks. Guidance runs as one batched forward
+over the conditional and the null condition (:meth:`DiT.forward_with_cfg`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adit_torch.config import DiTConfig
+from adit_torch.layers import Attention, Mlp
+
+#: Labels of the periodicity condition; NULL is the classifier-free guidance label.
+MOLECULE, CRYSTAL, NULL = 0, 1, 2
+
+
+@dataclass
+class Condition:
+    """What a DiT forward is conditioned on, besides the timestep.
+
+    Attributes:
+        periodic: ``(B,)`` long in {MOLECULE, CRYSTAL, NULL}.
+        space_group: ``(B,)`` long, 1..230, 0 = null (only when the model has a space-group embedder).
+        composition: ``(B, num_elements)`` float element fractions, all-zero = null.
+        properties: ``(B, num_properties)`` float (normalised scalar targets).
+        properties_mask: ``(B, num_properties)`` bool, False = property absent / dropped.
+    """
+
+    periodic: torch.Tensor
+    space_group: torch.Tensor | None = None
+    composition: torch.Tensor | None = None
+    properties: torch.Tensor | None = None
+    properties_mask: torch.Tensor | None = None
+
+    def _map(self, fn) -> Condition:
+        return Condition(**{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                            for f in dataclasses.fields(self)})
+
+    def null(self) -> Condition:
+        """The null condition of the same shape (every field dropped)."""
+        out = Condition(periodic=torch.full_like(self.periodic, NULL))
+        if self.space_group is not None:
+            out.space_group = torch.zeros_like(self.space_group)
+        if self.composition is not None:
+            out.composition = torch.zeros_like(self.composition)
+        if self.properties is not None:
+            out.properties = torch.zeros_like(self.properties)
+            out.properties_mask = torch.zeros(self.properties.shape, dtype=torch.bool, device=self.properties.device)
+        return out
+
+    def drop(self, keep: torch.Tensor) -> Condition:
+        """Replace the condition by null where ``keep (B,)`` bool is False (classifier-free training)."""
+        null = self.null()
+        def pick(a, b):
+            k = keep.view(-1, *([1] * (a.dim() - 1)))
+            return torch.where(k, a, b)
+        fields = {}
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(null, f.name)
+            if f.name == "properties_mask" and a is None and self.properties is not None:
+                a = torch.ones_like(b)
+            fields[f.name] = None if a is None else pick(a, b)
+        return Condition(**fields)
+
+    def cat(self, other: Condition) -> Condition:
+        """Concatenate two conditions along the batch."""
+        return Condition(**{f.name: None if getattr(self, f.name) is None else
+                            torch.cat([getattr(self, f.name), getattr(other, f.name)])
+                            for f in dataclasses.fields(self)})
+
+    def index(self, idx) -> Condition:
+        """Select rows ``idx`` of every field."""
+        return self._map(lambda t: t[idx])
+
+    def to(self, device) -> Condition:
+        """The same condition on ``device``."""
+        return self._map(lambda t: t.to(device))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift`` with ``(B, D)`` shift/scale broadcast over tokens."""
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Sinusoidal features of ``t in [0, 1]`` followed by an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``t (B,)`` -> ``(B, D)``. Times are scaled by 1000 so the frequencies cover the usual range."""
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = (t.float() * 1000.0)[:, None] * freqs[None]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+
+
+class ConditionEmbedder(nn.Module):
+    """Embeds every field of a :class:`Condition` present in the config and sums them: ``(B, D)``."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.periodic = nn.Embedding(3, d)
+        self.space_group = nn.Embedding(cfg.num_space_groups + 1, d) if cfg.num_space_groups else None
+        self.composition = (nn.Sequential(nn.Linear(cfg.num_elements, d), nn.SiLU(), nn.Linear(d, d))
+                            if cfg.num_elements else None)
+        self.properties = (nn.Sequential(nn.Linear(2 * cfg.num_properties, d), nn.SiLU(), nn.Linear(d, d))
+                           if cfg.num_properties else None)
+
+    def forward(self, cond: Condition) -> torch.Tensor:
+        """Sum of the embeddings of the present fields."""
+        c = self.periodic(cond.periodic)
+        if self.space_group is not None and cond.space_group is not None:
+            c = c + self.space_group(cond.space_group)
+        if self.composition is not None and cond.composition is not None:
+            c = c + self.composition(cond.composition.to(c.dtype))
+        if self.properties is not None and cond.properties is not None:
+            pm = cond.properties_mask
+            pm = torch.ones_like(cond.properties, dtype=torch.bool) if pm is None else pm
+            feats = torch.cat([cond.properties * pm, pm.to(cond.properties.dtype)], dim=-1)
+            c = c + self.properties(feats.to(c.dtype))
+        return c
+
+
+class DiTBlock(nn.Module):
+    """Transformer block whose LayerNorms are modulated by the conditioning (adaLN-Zero)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x (B, N, D)``, ``c (B, D)``, ``mask (B, N)`` -> ``(B, N, D)``."""
+        s1, sc1, g1, s2, sc2, g2 = self.ada(c).chunk(6, dim=-1)
+        x = x + g1.unsqueeze(1) * self.attn(modulate(self.norm1(x), s1, sc1), mask)
+        return x + g2.unsqueeze(1) * self.mlp(modulate(self.norm2(x), s2, sc2))
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated LayerNorm and a linear map back to the latent size."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, out_dim)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """``x (B, N, D)``, ``c (B, D)`` -> ``(B, N, out_dim)``."""
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Predicts clean latents ``x1`` from noisy latents ``x_t``, time ``t`` and a :class:`Condition`."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        in_dim = cfg.latent_dim * (2 if cfg.self_condition else 1)
+        self.x_embed = nn.Linear(in_dim, d)
+        self.t_embed = TimestepEmbedder(d)
+        self.c_embed = ConditionEmbedder(cfg)
+        self.blocks = nn.ModuleList([DiTBlock(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.num_layers)])
+        self.final = FinalLayer(d, cfg.latent_dim)
+        self._init_weights()
+
+    def _init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.c_embed.periodic.weight, std=0.02)
+        for lin in self.t_embed.mlp[0], self.t_embed.mlp[2]:
+            nn.init.normal_(lin.weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, the output as zero
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        nn.init.zeros_(self.final.ada[-1].weight)
+        nn.init.zeros_(self.final.ada[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, cond: Condition,
+                self_cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, N, latent)``, ``t (B,)`` in [0, 1], ``mask (B, N)`` -> predicted clean latents ``(B, N, latent)``."""
+        if self.cfg.self_condition:
+            x = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond], dim=-1)
+        h = self.x_embed(x)
+        c = self.t_embed(t) + self.c_embed(cond)
+        for block in self.blocks:
+            h = block(h, c, mask)
+        return self.final(h, c) * mask.unsqueeze(-1).to(h.dtype)
+
+    def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, cond: Condition,
+                         self_cond: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:
+        """Classifier-free guidance ``u + scale * (c - u)`` from ONE forward of the doubled batch.
+
+        With ``scale == 1`` only the conditional half is computed.
+        """
+        if scale == 1.0:
+            return self(x, t, mask, cond, self_cond)
+        sc = None if self_cond is None else torch.cat([self_cond, self_cond])
+        out = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([mask, mask]), cond.cat(cond.null()), sc)
+        cond_out, uncond_out = out.chunk(2)
+        return uncond_out + scale * (cond_out - uncond_out)
+
+    def num_params(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())
