@@ -1,0 +1,152 @@
+"""``adit.sample``: ``adit sample`` as a CalcJob; one StructureData per generated system.
+
+The checkpoint (a DiT, which holds its VAE) is copied to ``model.safetensors``.
+The run writes ``samples.extxyz``, ``samples.summary.json`` and ``samples_cif/``
+(crystals) or ``samples.sdf`` (molecules). The summary is kept in ``retrieved``;
+the extxyz is fetched for the parser only and becomes the ``samples`` output (a
+SinglefileData holding every system, in order) next to one StructureData per
+system in the ``structures`` namespace. CIF/SDF copies stay on the computer.
+
+Same inputs and seed give the same structures, so the CalcJob is cacheable:
+with caching enabled for ``aiida.calculations:adit.sample`` a second identical
+run reuses the first.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+
+from aiida_adit.calculations.base import AditCalculation, validate_checkpoint_kind
+from aiida_adit.data.checkpoint import CheckpointData
+
+KINDS = ("crystal", "molecule")
+MODEL_NAME = "model.safetensors"
+OUTPUT_NAME = "samples.extxyz"
+SUMMARY_NAME = "samples.summary.json"
+#: Most samples one CalcJob may ask for (each becomes a node; see docs/aiida.md on scaling).
+MAX_SAMPLES = 100_000
+
+
+def validate_num_samples(value: orm.Int, _) -> str | None:
+    """``num_samples`` must be a positive integer not above :data:`MAX_SAMPLES`."""
+    if value.value <= 0:
+        return f"`num_samples` is {value.value}; expected a positive number of samples"
+    if value.value > MAX_SAMPLES:
+        return f"`num_samples` is {value.value}; split runs above {MAX_SAMPLES} samples into several CalcJobs"
+    return None
+
+
+def validate_kind(value: orm.Str, _) -> str | None:
+    """``kind`` must be ``crystal`` or ``molecule``."""
+    if value.value not in KINDS:
+        return f"`kind` is {value.value!r}; expected one of {', '.join(KINDS)}"
+    return None
+
+
+def validate_steps(value: orm.Int, _) -> str | None:
+    """``steps`` must be a positive number of Euler steps."""
+    if value.value <= 0:
+        return f"`steps` is {value.value}; expected a positive number of integration steps"
+    return None
+
+
+def validate_cfg_scale(value: orm.Float, _) -> str | None:
+    """``cfg_scale`` must be a finite non-negative guidance scale."""
+    if not 0 <= value.value < float("inf"):
+        return f"`cfg_scale` is {value.value}; expected a finite number >= 0"
+    return None
+
+
+def validate_seed(value: orm.Int, _) -> str | None:
+    """``seed`` must be a non-negative integer."""
+    if value.value < 0:
+        return f"`seed` is {value.value}; expected an integer >= 0"
+    return None
+
+
+def validate_device(value: orm.Str, _) -> str | None:
+    """``device`` must be ``cpu`` or ``cuda``."""
+    if value.value not in ("cpu", "cuda"):
+        return f"`device` is {value.value!r}; expected cpu or cuda"
+    return None
+
+
+def validate_checkpoint(value: CheckpointData, _) -> str | None:
+    """Sampling needs a DiT checkpoint (it holds the VAE that decodes its latents)."""
+    return validate_checkpoint_kind(value, ("dit",), "checkpoint")
+
+
+class AditSampleCalculation(AditCalculation):
+    """Generate ``num_samples`` crystals or molecules from a DiT checkpoint."""
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outputs and exit codes of a sampling run."""
+        super().define(spec)
+        spec.input("checkpoint", valid_type=CheckpointData, validator=validate_checkpoint, help="A DiT checkpoint.")
+        spec.input(
+            "num_samples", valid_type=orm.Int, validator=validate_num_samples, help="How many systems to generate."
+        )
+        spec.input("kind", valid_type=orm.Str, validator=validate_kind, help="`crystal` or `molecule`.")
+        spec.input(
+            "steps",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(100),
+            validator=validate_steps,
+            help="Euler steps of the flow ODE.",
+        )
+        spec.input(
+            "cfg_scale",
+            valid_type=orm.Float,
+            default=lambda: orm.Float(2.0),
+            validator=validate_cfg_scale,
+            help="Classifier-free guidance scale (0 = unconditional).",
+        )
+        spec.input("seed", valid_type=orm.Int, default=lambda: orm.Int(0), validator=validate_seed, help="Random seed.")
+        spec.input("device", valid_type=orm.Str, required=False, validator=validate_device, help="`cpu` or `cuda`.")
+        spec.inputs["metadata"]["options"]["parser_name"].default = "adit.sample"
+
+        spec.output_namespace(
+            "structures",
+            valid_type=orm.StructureData,
+            dynamic=True,
+            help="One node per generated system, labelled `sample_00000`, ... in file order. Crystals are "
+            "periodic; molecules have pbc False and a box cell 10 Å larger than the molecule.",
+        )
+        spec.output("samples", valid_type=orm.SinglefileData, help="All generated systems as one extxyz file.")
+        spec.output("summary", valid_type=orm.Dict, help="`samples.summary.json` written by `adit sample`.")
+        spec.default_output_node = "summary"
+
+        spec.exit_code(
+            500,
+            "ERROR_FEWER_STRUCTURES",
+            message="Only {found} of the {asked} structures asked for were generated.",
+        )
+
+    def prepare_for_submission(self, folder):
+        """Copy the checkpoint and build the ``adit sample`` command line."""
+        cmdline = [
+            "sample",
+            "--checkpoint",
+            MODEL_NAME,
+            "--kind",
+            self.inputs.kind.value,
+            "--num-samples",
+            self.inputs.num_samples.value,
+            "--steps",
+            self.inputs.steps.value,
+            "--cfg-scale",
+            self.inputs.cfg_scale.value,
+            "--seed",
+            self.inputs.seed.value,
+            "--out",
+            OUTPUT_NAME,
+        ]
+        if "device" in self.inputs:
+            cmdline += ["--device", self.inputs.device.value]
+        return self.make_calc_info(
+            cmdline,
+            retrieve=[SUMMARY_NAME],
+            retrieve_temporary=[OUTPUT_NAME],
+            local_copy_list=[self.checkpoint_copy(self.inputs.checkpoint, MODEL_NAME)],
+        )

@@ -1,0 +1,86 @@
+"""What every ``adit`` parser shares: the exit status, the error line, scheduler verdicts.
+
+The order of evidence: the exit status written after the command (see
+:mod:`aiida_adit.calculations.base`), then the scheduler's own verdict (aiida-core's
+110/120 exit codes or Slurm's messages in ``_scheduler-stderr.txt``), then the
+run's files. A missing status file means the job script was cut off.
+"""
+
+from __future__ import annotations
+
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from aiida_adit.calculations.base import EXIT_STATUS_NAME, STDERR_NAME
+
+#: `adit` exit statuses (adit_torch.cli.EXIT_CODES) mapped to exit-code labels of the CalcJobs.
+STATUS_LABELS = {
+    2: "ERROR_BAD_INPUT",
+    3: "ERROR_CORRUPT_CHECKPOINT",
+    4: "ERROR_NAN_LOSS",
+    5: "ERROR_OUT_OF_MEMORY",
+    137: "ERROR_OUT_OF_MEMORY",  # killed by SIGKILL: the kernel's OOM killer in practice
+}
+_WALLTIME_MARKERS = ("DUE TO TIME LIMIT", "TIME LIMIT", "walltime")
+_MEMORY_MARKERS = ("oom-kill", "Out Of Memory", "out of memory", "OOM Killed")
+
+
+class AditParser(Parser):
+    """Base parser: reads the evidence every ``adit`` run leaves behind."""
+
+    def read_text(self, name: str) -> str | None:
+        """The content of ``name`` in ``retrieved``, or None when it is absent."""
+        try:
+            return self.retrieved.base.repository.get_object_content(name, mode="r")
+        except (FileNotFoundError, OSError):
+            return None
+
+    def exit_status(self) -> int | None:
+        """The ``adit`` exit status, or None when the job script never wrote it (killed)."""
+        text = self.read_text(EXIT_STATUS_NAME)
+        if text is None or not text.strip():
+            return None
+        try:
+            return int(text.strip().splitlines()[-1])
+        except ValueError:
+            return None
+
+    def error_line(self) -> str:
+        """The last ``error:`` line of the command's stderr (or its last non-empty line)."""
+        text = self.read_text(STDERR_NAME) or ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if "error:" in line]
+        if errors:
+            return errors[-1]
+        return lines[-1] if lines else "no message on stderr"
+
+    def scheduler_verdict(self) -> str | None:
+        """``walltime`` or ``memory`` when the scheduler says it stopped the job, else None."""
+        if self.node.exit_status == 120:
+            return "walltime"
+        if self.node.exit_status == 110:
+            return "memory"
+        stderr_name = self.node.get_option("scheduler_stderr")
+        text = (self.read_text(stderr_name) if stderr_name else None) or ""
+        if any(marker in text for marker in _WALLTIME_MARKERS):
+            return "walltime"
+        if any(marker in text for marker in _MEMORY_MARKERS):
+            return "memory"
+        return None
+
+    def exit_for_status(self, status: int) -> ExitCode:
+        """The exit code for a non-zero ``adit`` exit status."""
+        error = self.error_line()
+        label = STATUS_LABELS.get(status)
+        if label is not None and label in self.exit_codes:
+            return self.exit_codes[label].format(error=error)
+        return self.exit_codes.ERROR_ADIT_FAILED.format(status=status, error=error)
+
+    def exit_for_killed(self) -> ExitCode | None:
+        """The exit code when the job was cut off (no exit status written), else None."""
+        verdict = self.scheduler_verdict()
+        if verdict == "memory":
+            return self.exit_codes.ERROR_OUT_OF_MEMORY.format(error="stopped by the scheduler")
+        if verdict == "walltime":
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME
+        return None

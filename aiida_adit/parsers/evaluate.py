@@ -1,0 +1,56 @@
+"""Parser of ``adit.evaluate``: the evaluation JSON (contracts, section 7) as two Dicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from aiida import orm
+
+from aiida_adit.calculations.evaluate import JSON_NAME
+from aiida_adit.parsers.base import AditParser
+
+
+def _finite(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+class AditEvaluateParser(AditParser):
+    """Split ``evaluation.json`` into ``results`` (everything but the records) and ``per_structure``.
+
+    Exit codes: 300 missing JSON, 301 unreadable JSON or no ``per_structure`` list,
+    302 bad input, 400 walltime, 410 out of memory.
+    """
+
+    def parse(self, **kwargs):
+        """Parse ``evaluation.json`` from ``retrieved``."""
+        status = self.exit_status()
+        if status is None:
+            killed = self.exit_for_killed()
+            if killed is not None:
+                return killed
+        elif status != 0:
+            return self.exit_for_status(status)
+
+        text = self.read_text(JSON_NAME)
+        if text is None:
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=JSON_NAME)
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=JSON_NAME, error=str(exc))
+        if not isinstance(payload, dict) or not isinstance(payload.get("per_structure"), list):
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(
+                filename=JSON_NAME, error="expected an object with a `per_structure` list"
+            )
+        records = payload.pop("per_structure")
+        self.out("results", orm.Dict(_finite(payload)))
+        self.out("per_structure", orm.Dict({"records": _finite(records)}))
+        return None

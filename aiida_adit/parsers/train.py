@@ -1,0 +1,112 @@
+"""Parser of ``adit.train``: checkpoint, metrics and loss curves from a training run."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+
+import numpy as np
+from aiida import orm
+
+from adit_torch.errors import CheckpointError
+from aiida_adit.data.checkpoint import CheckpointData
+from aiida_adit.parsers.base import AditParser
+
+METRICS_NAME = "metrics.json"
+LOG_NAME = "log.csv"
+
+
+def parse_log(text: str) -> dict[str, np.ndarray]:
+    """The numeric columns of ``log.csv`` as float arrays of shape (rows,).
+
+    Non-numeric columns (e.g. a phase name) are skipped; empty cells become NaN.
+    """
+    rows = list(csv.DictReader(io.StringIO(text)))
+    columns: dict[str, np.ndarray] = {}
+    if not rows:
+        return columns
+    for name in rows[0]:
+        values = []
+        for row in rows:
+            cell = (row.get(name) or "").strip()
+            try:
+                values.append(float(cell) if cell else math.nan)
+            except ValueError:
+                values = None
+                break
+        if values is not None and name:
+            columns[name] = np.asarray(values, dtype=float)
+    return columns
+
+
+class AditTrainParser(AditParser):
+    """Turn a training run folder into ``checkpoint``, ``metrics`` and ``curves`` outputs.
+
+    Exit codes: 300/301 missing or unreadable outputs, 302 bad input, 310 corrupt or
+    wrong checkpoint, 400 stopped before the final checkpoint (walltime; resumable from
+    ``remote_folder``), 410 out of memory, 420 NaN loss.
+    """
+
+    def parse(self, **kwargs):
+        """Parse the retrieved files and the checkpoint fetched to ``retrieved_temporary_folder``."""
+        stage = self.node.inputs.settings.get("stage")
+        temporary = kwargs.get("retrieved_temporary_folder")
+        checkpoint_path = os.path.join(temporary, f"{stage}.safetensors") if temporary else None
+        has_checkpoint = checkpoint_path is not None and os.path.isfile(checkpoint_path)
+
+        metrics = self._parse_metrics()
+        if isinstance(metrics, dict):
+            self.out("metrics", orm.Dict(metrics))
+        log = self.read_text(LOG_NAME)
+        if log:
+            columns = parse_log(log)
+            if columns:
+                curves = orm.ArrayData()
+                for name, values in columns.items():
+                    curves.set_array(name, values)
+                self.out("curves", curves)
+
+        status = self.exit_status()
+        if status is None:
+            killed = self.exit_for_killed()
+            if killed is not None:
+                return killed
+            if not has_checkpoint and (log or metrics is not None):
+                # The job script was cut off after training had started: walltime, the state stays remote.
+                return self.exit_codes.ERROR_OUT_OF_WALLTIME
+        elif status != 0:
+            return self.exit_for_status(status)
+
+        if metrics is None:
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=METRICS_NAME)
+        if not isinstance(metrics, dict):
+            return metrics
+        if not has_checkpoint:
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=f"{stage}.safetensors")
+        try:
+            checkpoint = CheckpointData(file=checkpoint_path, filename=f"{stage}.safetensors")
+        except CheckpointError as exc:
+            return self.exit_codes.ERROR_CORRUPT_CHECKPOINT.format(error=str(exc))
+        if checkpoint.kind != stage:
+            return self.exit_codes.ERROR_CORRUPT_CHECKPOINT.format(
+                error=f"the run wrote a `{checkpoint.kind}` checkpoint for stage `{stage}`"
+            )
+        self.out("checkpoint", checkpoint)
+        return None
+
+    def _parse_metrics(self):
+        """``metrics.json`` as a dict, None when absent, or an exit code when unreadable."""
+        text = self.read_text(METRICS_NAME)
+        if text is None:
+            return None
+        try:
+            metrics = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=METRICS_NAME, error=str(exc))
+        if not isinstance(metrics, dict):
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=METRICS_NAME, error="not a JSON object")
+        # JSON allows NaN/Infinity in Python's reader but aiida's Dict stores only finite numbers.
+        return {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in metrics.items()}

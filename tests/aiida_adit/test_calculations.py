@@ -1,0 +1,195 @@
+"""The adit CalcJobs: files written, command lines, copies, and validation before submission."""
+
+import json
+
+import pytest
+from aiida import orm
+
+from aiida_adit.calculations.base import EXIT_STATUS_NAME
+from aiida_adit.data.checkpoint import CheckpointData
+
+OPTIONS = {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}, "max_wallclock_seconds": 600}
+
+
+def _ckpt(make_checkpoint, kind):
+    return CheckpointData(file=str(make_checkpoint(kind=kind))).store()
+
+
+def test_train_vae_command_and_settings_file(adit_code, generate_calc_job):
+    settings = {"stage": "vae", "dataset": "mp20", "size": "XS", "max_steps": 5, "batch_size": 16, "lr": 1e-3}
+    inputs = {"code": adit_code("adit.train"), "settings": orm.Dict(settings), "metadata": {"options": OPTIONS}}
+    folder, calc_info = generate_calc_job("adit.train", inputs)
+
+    written = json.loads((folder / "settings.json").read_text())
+    assert written == {"batch_size": 16, "lr": 1e-3}
+    cmdline = calc_info.codes_info[0].cmdline_params
+    assert cmdline == [
+        "train-vae",
+        "--dataset",
+        "mp20",
+        "--size",
+        "XS",
+        "--out-dir",
+        "run",
+        "--settings",
+        "settings.json",
+        "--max-steps",
+        "5",
+    ]
+    assert "metrics.json" in " ".join(calc_info.retrieve_list)
+    assert EXIT_STATUS_NAME in calc_info.retrieve_list
+    assert calc_info.retrieve_temporary_list == ["run/vae.safetensors"]
+    assert EXIT_STATUS_NAME in calc_info.append_text
+
+
+def test_train_dit_copies_the_vae_and_resumes_a_folder(adit_code, generate_calc_job, make_checkpoint, aiida_localhost):
+    vae = _ckpt(make_checkpoint, "vae")
+    dataset = orm.FolderData()
+    dataset.base.repository.put_object_from_bytes(b"material_id,cif\n", "mp_20_pilot_train.csv")
+    parent = orm.RemoteData(computer=aiida_localhost, remote_path="/scratch/previous")
+    inputs = {
+        "code": adit_code("adit.train"),
+        "settings": orm.Dict({"stage": "dit", "dataset": "mp20", "device": "cuda"}),
+        "parent_checkpoint": vae,
+        "parent_folder": parent,
+        "dataset": dataset,
+        "metadata": {"options": OPTIONS},
+    }
+    _, calc_info = generate_calc_job("adit.train", inputs)
+    cmdline = calc_info.codes_info[0].cmdline_params
+    assert cmdline[0] == "train-dit"
+    assert cmdline[cmdline.index("--vae") + 1] == "parent.safetensors"
+    assert "--init" not in cmdline
+    assert cmdline[-1] == "--resume"
+    assert cmdline[cmdline.index("--device") + 1] == "cuda"
+    assert (vae.uuid, vae.filename, "parent.safetensors") in calc_info.local_copy_list
+    assert (dataset.uuid, None, "data") in calc_info.local_copy_list
+    assert calc_info.remote_copy_list == [(aiida_localhost.uuid, "/scratch/previous/run", "run")]
+    assert "ADIT_MP20_DIR" in calc_info.prepend_text
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"stage": "gan", "dataset": "mp20"}, "settings.stage"),
+        ({"stage": "vae", "dataset": "oqmd"}, "settings.dataset"),
+        ({"stage": "vae", "dataset": "mp20", "max_steps": -3}, "settings.max_steps"),
+        ({"stage": "vae", "dataset": "mp20", "lr": 0.0}, "settings.lr"),
+        ({"stage": "dit", "dataset": "qm9"}, "parent_checkpoint"),
+    ],
+)
+def test_train_rejects_impossible_settings(adit_code, settings, message):
+    from aiida.plugins import CalculationFactory
+
+    inputs = {"code": adit_code("adit.train"), "settings": orm.Dict(settings)}
+    with pytest.raises(ValueError, match=message):
+        CalculationFactory("adit.train")(inputs=inputs)
+
+
+def test_train_dit_rejects_nothing_but_a_checkpoint_node(adit_code):
+    from aiida.plugins import CalculationFactory
+
+    builder = CalculationFactory("adit.train").get_builder()
+    with pytest.raises(ValueError, match="parent_checkpoint"):
+        builder.parent_checkpoint = orm.SinglefileData.from_string("weights", "w.safetensors")
+
+
+def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, make_checkpoint):
+    dit = _ckpt(make_checkpoint, "dit")
+    inputs = {
+        "code": adit_code(),
+        "checkpoint": dit,
+        "num_samples": orm.Int(8),
+        "kind": orm.Str("molecule"),
+        "seed": orm.Int(7),
+        "metadata": {"options": OPTIONS},
+    }
+    _, calc_info = generate_calc_job("adit.sample", inputs)
+    assert calc_info.codes_info[0].cmdline_params == [
+        "sample",
+        "--checkpoint",
+        "model.safetensors",
+        "--kind",
+        "molecule",
+        "--num-samples",
+        "8",
+        "--steps",
+        "100",
+        "--cfg-scale",
+        "2.0",
+        "--seed",
+        "7",
+        "--out",
+        "samples.extxyz",
+    ]
+    assert calc_info.local_copy_list == [(dit.uuid, dit.filename, "model.safetensors")]
+    assert calc_info.retrieve_temporary_list == ["samples.extxyz"]
+
+
+@pytest.mark.parametrize(
+    ("port", "value", "message"),
+    [
+        ("num_samples", lambda: orm.Int(-5), "positive number of samples"),
+        ("kind", lambda: orm.Str("polymer"), "expected one of crystal, molecule"),
+        ("steps", lambda: orm.Int(0), "positive number of integration steps"),
+        ("cfg_scale", lambda: orm.Float(float("nan")), "finite number"),
+        ("checkpoint", None, "is of kind `vae`, expected `dit`"),
+    ],
+)
+def test_sample_rejects_bad_input_before_submission(adit_code, make_checkpoint, port, value, message):
+    from aiida.plugins import CalculationFactory
+
+    inputs = {
+        "code": adit_code(),
+        "checkpoint": _ckpt(make_checkpoint, "dit"),
+        "num_samples": orm.Int(4),
+        "kind": orm.Str("crystal"),
+    }
+    inputs[port] = _ckpt(make_checkpoint, "vae") if value is None else value()
+    with pytest.raises(ValueError, match=message):
+        CalculationFactory("adit.sample")(inputs=inputs)
+
+
+def test_sample_rejects_wrong_node_types(adit_code):
+    from aiida.plugins import CalculationFactory
+
+    builder = CalculationFactory("adit.sample").get_builder()
+    with pytest.raises(ValueError, match="num_samples"):
+        builder.num_samples = orm.Float(3.0)
+    with pytest.raises(ValueError, match="checkpoint"):
+        builder.checkpoint = orm.Str("dit.safetensors")
+
+
+def test_evaluate_writes_structures_in_label_order(adit_code, generate_calc_job):
+    from ase.build import bulk, molecule
+
+    from aiida_adit.structures import atoms_to_structure, read_frames
+
+    structures = {"b": atoms_to_structure(molecule("H2O")), "a": atoms_to_structure(molecule("CH4"))}
+    inputs = {
+        "code": adit_code("adit.evaluate"),
+        "structures": structures,
+        "kind": orm.Str("molecule"),
+        "reference": orm.Str("qm9"),
+        "metadata": {"options": OPTIONS},
+    }
+    folder, calc_info = generate_calc_job("adit.evaluate", inputs)
+    frames = read_frames(folder / "input.extxyz")
+    assert [f.get_chemical_formula() for f in frames] == ["CH4", "H2O"]
+    assert not any(frames[0].pbc)
+    assert calc_info.codes_info[0].cmdline_params == [
+        "evaluate",
+        "input.extxyz",
+        "--kind",
+        "molecule",
+        "--json",
+        "evaluation.json",
+        "--reference",
+        "qm9",
+    ]
+    crystal = {"x": atoms_to_structure(bulk("NaCl", "rocksalt", a=5.64))}
+    with pytest.raises(ValueError, match="not both"):
+        generate_calc_job(
+            "adit.evaluate",
+            {**inputs, "structures": crystal, "samples": orm.SinglefileData.from_string("", "s.extxyz")},
+        )
