@@ -1,0 +1,283 @@
+"""``adit.generate``: (train VAE -> train DiT ->) sample -> evaluate -> a Group of structures.
+
+Training is optional: give a DiT ``checkpoint`` to sample it directly, a
+``vae_checkpoint`` to train only the DiT, or neither to train both stages.
+Every generated StructureData gets the extras ``kind`` (``crystal``/``molecule``)
+and ``elements`` (sorted symbols) and, after evaluation, ``valid`` (bool) and
+``formula`` (str) copied from the evaluation records, and all of them are put in one Group (``group_label``,
+default ``adit/generate/<pk>``) whose label is also the extra ``group_label`` of
+the work chain node.
+
+``relax`` is the hook for chaining a relaxation / metastability work chain after
+evaluation; it is declared but not implemented in this version (see docs/aiida.md).
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, if_
+
+from aiida_adit.calculations.base import validate_checkpoint_kind
+from aiida_adit.calculations.evaluate import AditEvaluateCalculation
+from aiida_adit.data.checkpoint import CheckpointData
+from aiida_adit.workflows.protocols import ProtocolMixin
+from aiida_adit.workflows.sample import AditSampleWorkChain
+from aiida_adit.workflows.train import AditTrainWorkChain
+
+#: Extras copied from each evaluation record onto its structure.
+EXTRA_KEYS = ("valid", "formula")
+
+
+def _given(inputs, namespace: str, inner: str) -> bool:
+    """Whether the exposed namespace ``namespace`` holds a ``code`` for its ``inner`` CalcJob namespace."""
+    return "code" in (inputs.get(namespace, {}) or {}).get(inner, {})
+
+
+def validate_inputs(inputs, _) -> str | None:
+    """One route to a DiT: a checkpoint, or training inputs; the right checkpoint kinds."""
+    checkpoint, vae = inputs.get("checkpoint"), inputs.get("vae_checkpoint")
+    train_vae, train_dit = _given(inputs, "train_vae", "train"), _given(inputs, "train_dit", "train")
+    if checkpoint is not None:
+        if train_vae or train_dit or vae is not None:
+            return "`checkpoint` (a DiT) was given: do not give `train_vae`, `train_dit` or `vae_checkpoint` too"
+        return validate_checkpoint_kind(checkpoint, ("dit",), "checkpoint")
+    if not train_dit:
+        return "give a DiT `checkpoint` to sample, or `train_dit` inputs (and `train_vae` or `vae_checkpoint`)"
+    if vae is not None:
+        if train_vae:
+            return "give either `vae_checkpoint` or `train_vae`, not both"
+        return validate_checkpoint_kind(vae, ("vae",), "vae_checkpoint")
+    if not train_vae:
+        return "`train_dit` needs a VAE: give `train_vae` inputs or a `vae_checkpoint`"
+    return None
+
+
+class AditGenerateWorkChain(ProtocolMixin, WorkChain):
+    """Train (optionally), sample, evaluate and group generated crystals or molecules."""
+
+    _protocol_file = "generate"
+
+    @classmethod
+    def define(cls, spec):
+        """Inputs, outline, outputs and exit codes of the generation pipeline."""
+        super().define(spec)
+        optional = {"required": False, "populate_defaults": False}
+        parents = ("train.parent_checkpoint", "train.parent_folder")
+        spec.expose_inputs(AditTrainWorkChain, namespace="train_vae", exclude=parents, namespace_options=optional)
+        spec.expose_inputs(AditTrainWorkChain, namespace="train_dit", exclude=parents, namespace_options=optional)
+        spec.expose_inputs(AditSampleWorkChain, namespace="sample", exclude=("sample.checkpoint",))
+        spec.expose_inputs(
+            AditEvaluateCalculation,
+            namespace="evaluate",
+            exclude=("samples", "structures", "kind"),
+            namespace_options={**optional, "help": "Inputs of the evaluation; leave out to skip it."},
+        )
+        spec.input("checkpoint", valid_type=CheckpointData, required=False, help="A DiT checkpoint to sample.")
+        spec.input("vae_checkpoint", valid_type=CheckpointData, required=False, help="A VAE to train the DiT on.")
+        spec.input("group_label", valid_type=orm.Str, required=False, help="Group for the generated structures.")
+        spec.input(
+            "relax",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="Relax the generated structures after evaluation (hook for the metastability work chain; "
+            "not available in this version).",
+        )
+        spec.inputs.validator = validate_inputs
+        spec.outline(
+            cls.setup,
+            if_(cls.should_train_vae)(cls.run_train_vae, cls.inspect_train_vae),
+            if_(cls.should_train_dit)(cls.run_train_dit, cls.inspect_train_dit),
+            cls.run_sample,
+            cls.inspect_sample,
+            if_(cls.should_evaluate)(cls.run_evaluate, cls.inspect_evaluate),
+            cls.make_group,
+            if_(cls.should_relax)(cls.run_relax),
+            cls.results,
+        )
+        spec.output("checkpoint", valid_type=CheckpointData, help="The DiT checkpoint that was sampled.")
+        spec.output("vae_checkpoint", valid_type=CheckpointData, required=False, help="The VAE trained here.")
+        spec.output_namespace("structures", valid_type=orm.StructureData, dynamic=True, help="Generated systems.")
+        spec.output("samples", valid_type=orm.SinglefileData, help="All generated systems as one extxyz file.")
+        spec.output("summary", valid_type=orm.Dict, required=False, help="The sampling summary.")
+        spec.output("evaluation", valid_type=orm.Dict, required=False, help="Evaluation fractions and counts.")
+        spec.exit_code(401, "ERROR_TRAINING_VAE_FAILED", message="Training the VAE failed.")
+        spec.exit_code(402, "ERROR_TRAINING_DIT_FAILED", message="Training the DiT failed.")
+        spec.exit_code(403, "ERROR_SAMPLING_FAILED", message="Sampling failed.")
+        spec.exit_code(404, "ERROR_EVALUATION_FAILED", message="Evaluation failed.")
+        spec.exit_code(
+            405, "ERROR_RELAX_NOT_AVAILABLE", message="Relaxation chaining is not available in this version."
+        )
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode,
+        protocol: str | None = None,
+        overrides: dict | None = None,
+        checkpoint: CheckpointData | None = None,
+        vae_checkpoint: CheckpointData | None = None,
+        evaluate: bool = True,
+        reference: orm.Data | None = None,
+    ):
+        """A builder filled from ``protocol`` (fast | moderate | precise) and ``overrides``.
+
+        :param code: the ``adit`` code used by every CalcJob.
+        :param overrides: nested dict merged over the protocol (keys as in the YAML file:
+            ``kind``, ``train_vae.settings``, ``train_dit.settings``, ``sample``, ``options``).
+        :param checkpoint: a DiT checkpoint: no training, sample it.
+        :param vae_checkpoint: a VAE: train only the DiT.
+        :param evaluate: run ``adit evaluate`` on the samples.
+        :param reference: reference set for novelty (SinglefileData or Str), if any.
+        """
+        values = cls.get_protocol_inputs(protocol, overrides)
+        options = values.get("options", {})
+        builder = cls.get_builder()
+        if checkpoint is not None:
+            builder.checkpoint = checkpoint
+        else:
+            stages = ("train_dit",) if vae_checkpoint is not None else ("train_vae", "train_dit")
+            if vae_checkpoint is not None:
+                builder.vae_checkpoint = vae_checkpoint
+            for stage in stages:
+                namespace = builder[stage]
+                namespace.train.code = code
+                namespace.train.settings = orm.Dict(values[stage]["settings"])
+                namespace.train.metadata.options = options
+        sample = values["sample"]
+        builder.sample.sample.code = code
+        builder.sample.sample.kind = orm.Str(values["kind"])
+        builder.sample.sample.num_samples = orm.Int(sample["num_samples"])
+        builder.sample.sample.steps = orm.Int(sample.get("steps", 100))
+        builder.sample.sample.cfg_scale = orm.Float(sample.get("cfg_scale", 2.0))
+        builder.sample.sample.seed = orm.Int(sample.get("seed", 0))
+        if "device" in sample:
+            builder.sample.sample.device = orm.Str(sample["device"])
+        builder.sample.sample.metadata.options = options
+        if evaluate:
+            builder.evaluate.code = code
+            builder.evaluate.metadata.options = options
+            if reference is not None:
+                builder.evaluate.reference = reference
+        return builder
+
+    def setup(self):
+        """Start from the given checkpoints, if any."""
+        self.ctx.checkpoint = self.inputs.get("checkpoint")
+        self.ctx.vae = self.inputs.get("vae_checkpoint")
+
+    def should_train_vae(self):
+        """Train the VAE when neither a DiT nor a VAE checkpoint was given."""
+        return self.ctx.checkpoint is None and self.ctx.vae is None
+
+    def run_train_vae(self):
+        """Submit the VAE training work chain."""
+        inputs = AttributeDict(self.exposed_inputs(AditTrainWorkChain, "train_vae"))
+        inputs.metadata = {"call_link_label": "train_vae"}
+        return ToContext(train_vae=self.submit(AditTrainWorkChain, **inputs))
+
+    def inspect_train_vae(self):
+        """Keep the trained VAE."""
+        node = self.ctx.train_vae
+        if not node.is_finished_ok:
+            self.report(f"VAE training {node.process_label}<{node.pk}> failed with status {node.exit_status}")
+            return self.exit_codes.ERROR_TRAINING_VAE_FAILED
+        self.ctx.vae = node.outputs.checkpoint
+        self.out("vae_checkpoint", self.ctx.vae)
+        return None
+
+    def should_train_dit(self):
+        """Train the DiT when no DiT checkpoint was given."""
+        return self.ctx.checkpoint is None
+
+    def run_train_dit(self):
+        """Submit the DiT training work chain on the VAE."""
+        inputs = AttributeDict(self.exposed_inputs(AditTrainWorkChain, "train_dit"))
+        inputs.train = AttributeDict(inputs.train)
+        inputs.train.parent_checkpoint = self.ctx.vae
+        inputs.metadata = {"call_link_label": "train_dit"}
+        return ToContext(train_dit=self.submit(AditTrainWorkChain, **inputs))
+
+    def inspect_train_dit(self):
+        """Keep the trained DiT."""
+        node = self.ctx.train_dit
+        if not node.is_finished_ok:
+            self.report(f"DiT training {node.process_label}<{node.pk}> failed with status {node.exit_status}")
+            return self.exit_codes.ERROR_TRAINING_DIT_FAILED
+        self.ctx.checkpoint = node.outputs.checkpoint
+        return None
+
+    def run_sample(self):
+        """Submit the sampling work chain on the DiT."""
+        inputs = AttributeDict(self.exposed_inputs(AditSampleWorkChain, "sample"))
+        inputs.sample = AttributeDict(inputs.sample)
+        inputs.sample.checkpoint = self.ctx.checkpoint
+        inputs.metadata = {"call_link_label": "sample"}
+        return ToContext(sample=self.submit(AditSampleWorkChain, **inputs))
+
+    def inspect_sample(self):
+        """Attach the generated structures and the extxyz file."""
+        node = self.ctx.sample
+        if not node.is_finished_ok:
+            self.report(f"sampling {node.process_label}<{node.pk}> failed with status {node.exit_status}")
+            return self.exit_codes.ERROR_SAMPLING_FAILED
+        self.ctx.kind = self.inputs.sample.sample.kind.value
+        self.out("structures", dict(node.outputs.structures))
+        self.out("samples", node.outputs.samples)
+        if "summary" in node.outputs:
+            self.out("summary", node.outputs.summary)
+        return None
+
+    def should_evaluate(self):
+        """Evaluate when evaluation inputs were given."""
+        return "code" in self.inputs.get("evaluate", {})
+
+    def run_evaluate(self):
+        """Submit ``adit evaluate`` on the extxyz file of the samples."""
+        inputs = AttributeDict(self.exposed_inputs(AditEvaluateCalculation, "evaluate"))
+        inputs.samples = self.ctx.sample.outputs.samples
+        inputs.kind = orm.Str(self.ctx.kind)
+        inputs.metadata = AttributeDict(inputs.get("metadata", {}))
+        inputs.metadata.call_link_label = "evaluate"
+        return ToContext(evaluate=self.submit(AditEvaluateCalculation, **inputs))
+
+    def inspect_evaluate(self):
+        """Copy ``valid``/``formula`` of each record, and ``kind``, into the structures' extras."""
+        node = self.ctx.evaluate
+        if not node.is_finished_ok:
+            self.report(f"evaluation {node.process_label}<{node.pk}> failed with status {node.exit_status}")
+            return self.exit_codes.ERROR_EVALUATION_FAILED
+        records = node.outputs.per_structure.get("records")
+        structures = self.ctx.sample.outputs.structures
+        labels = sorted(structures)
+        if len(records) != len(labels):
+            self.report(f"evaluation has {len(records)} records for {len(labels)} structures")
+            return self.exit_codes.ERROR_EVALUATION_FAILED
+        for record in records:
+            extras = {key: record.get(key) for key in EXTRA_KEYS}
+            structures[labels[record["index"]]].base.extras.set_many(extras)
+        self.out("evaluation", node.outputs.results)
+        return None
+
+    def make_group(self):
+        """Put every generated structure in one Group; record ``kind`` and ``elements`` extras."""
+        label = self.inputs.group_label.value if "group_label" in self.inputs else f"adit/generate/{self.node.pk}"
+        group, _ = orm.Group.collection.get_or_create(label=label)
+        nodes = list(self.ctx.sample.outputs.structures.values())
+        for structure in nodes:
+            structure.base.extras.set_many({"kind": self.ctx.kind, "elements": sorted(structure.get_symbols_set())})
+        group.add_nodes(nodes)
+        self.node.base.extras.set("group_label", label)
+        self.report(f"{len(self.ctx.sample.outputs.structures)} structures in group `{label}`")
+
+    def should_relax(self):
+        """Whether relaxation was asked for (the hook for the metastability work chain)."""
+        return self.inputs.relax.value
+
+    def run_relax(self):
+        """Relax the generated structures: not available in this version."""
+        return self.exit_codes.ERROR_RELAX_NOT_AVAILABLE
+
+    def results(self):
+        """Attach the DiT checkpoint that was sampled."""
+        self.out("checkpoint", self.ctx.checkpoint)
