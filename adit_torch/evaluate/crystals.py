@@ -1,0 +1,229 @@
+"""Crystal evaluation: validity, uniqueness, novelty and distributions (MP-20 conventions).
+
+Conventions (CDVAE, FlowMM, ADiT; see ``docs/evaluation.md``):
+
+* **lattice angles**: the ADiT/FlowMM evaluators replace any decoded cell with
+  a lattice angle outside (50°, 130°) by an absurd placeholder, so it counts
+  as invalid *both* structurally and compositionally. Reported as its own
+  check ``lattice_angles_in_range``; it enters validity when
+  ``angle_check=True`` (default, the reference convention).
+* **structural validity**: every pairwise distance between distinct atoms,
+  minimum image over periodic copies, >= 0.5 Å and cell volume >= 0.1 Å^3.
+* **compositional validity**: :mod:`adit_torch.evaluate.smact_validity`.
+* **valid** = both; **uniqueness** = groups among valid / valid; **novelty** =
+  novel groups / groups (:mod:`adit_torch.evaluate.matching`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from adit_torch.evaluate.inputs import Unreadable, as_systems, degeneracy
+from adit_torch.evaluate.matching import MATCHER_SETTINGS, ReferenceIndex, unique_and_novel
+from adit_torch.evaluate.smact_validity import composition_validity
+from adit_torch.system import AtomicSystem
+
+#: Closest allowed distance between two atoms (Å) and smallest allowed cell volume (Å^3).
+MIN_DISTANCE, MIN_VOLUME = 0.5, 0.1
+#: Open interval of lattice angles (degrees) the reference pipeline accepts.
+ANGLE_RANGE = (50.0, 130.0)
+
+
+def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "smact14",
+                  angle_check: bool = True) -> dict[str, Any]:
+    """Validity checks of one crystal.
+
+    Returns:
+        a record with ``formula``, ``num_atoms``, ``structurally_valid``,
+        ``compositionally_valid``, ``lattice_angles_in_range``, ``valid``,
+        ``min_distance`` (Å), ``volume`` (Å^3), ``density`` (g/cm^3),
+        ``num_elements``, ``spacegroup`` (spglib, symprec 0.1; ``None`` when
+        invalid) and ``reasons`` (list of str, empty when valid).
+    """
+    record: dict[str, Any] = {
+        "id": system.info.get("id"), "formula": None, "num_atoms": 0, "valid": False,
+        "structurally_valid": False, "compositionally_valid": False, "lattice_angles_in_range": False,
+        "min_distance": None, "volume": None, "density": None, "num_elements": 0, "spacegroup": None,
+        "reasons": [],
+    }
+    if isinstance(system, Unreadable):
+        record["reasons"].append(f"unreadable: {system.reason}")
+        return record
+    record["formula"] = system.formula
+    record["num_atoms"] = system.num_atoms
+    record["num_elements"] = int(len(np.unique(system.numbers)))
+    if system.lattice is None:
+        record["reasons"].append("not a crystal (no lattice)")
+        return record
+    problem = degeneracy(system)
+    if problem:
+        record["reasons"].append(problem)
+        return record
+
+    angles = system.angles
+    in_range = bool(np.all((angles > ANGLE_RANGE[0]) & (angles < ANGLE_RANGE[1])))
+    record["lattice_angles_in_range"] = in_range
+    if not in_range:
+        record["reasons"].append(
+            f"lattice angle(s) outside ({ANGLE_RANGE[0]:g}°, {ANGLE_RANGE[1]:g}°): "
+            + ", ".join(f"{a:.1f}" for a in angles)
+        )
+    gate = in_range or not angle_check  # the reference pipeline never scores such a cell
+
+    comp_ok, comp_reason = composition_validity(system.numbers, oxidation_states)
+    record["compositionally_valid"] = bool(comp_ok and gate)
+    if not comp_ok:
+        record["reasons"].append(f"composition: {comp_reason}")
+
+    volume = system.volume
+    record["volume"] = volume
+    structure = system.to_pymatgen()
+    record["density"] = density(system)
+    dmin = math.inf
+    if system.num_atoms > 1:
+        dist = structure.distance_matrix
+        np.fill_diagonal(dist, np.inf)
+        dmin = float(dist.min())
+    record["min_distance"] = None if math.isinf(dmin) else dmin
+    struct_ok = True
+    if dmin < MIN_DISTANCE:
+        struct_ok = False
+        record["reasons"].append(f"overlapping atoms: closest pair {dmin:.3f} Å < {MIN_DISTANCE} Å")
+    if volume < MIN_VOLUME:
+        struct_ok = False
+        record["reasons"].append(f"cell volume {volume:.3g} Å^3 < {MIN_VOLUME} Å^3")
+    record["structurally_valid"] = bool(struct_ok and gate)
+    record["valid"] = record["structurally_valid"] and record["compositionally_valid"]
+    if record["valid"]:
+        record["spacegroup"] = spacegroup_number(system)
+    return record
+
+
+def density(system: AtomicSystem) -> float:
+    """Mass density in g/cm^3 (atomic masses from ASE, cell volume in Å^3)."""
+    from ase.data import atomic_masses
+
+    return float(atomic_masses[system.numbers].sum() * 1.66053906660 / system.volume)
+
+
+def spacegroup_number(system: AtomicSystem, symprec: float = 0.1) -> int | None:
+    """International space-group number (1-230) from spglib, ``None`` when spglib finds none."""
+    import spglib
+
+    cell = (system.lattice, np.mod(system.frac_coords, 1.0), system.numbers)
+    try:
+        data = spglib.get_symmetry_dataset(cell, symprec=symprec)
+    except Exception:  # spglib raises its own error class on degenerate cells
+        return None
+    return None if data is None else int(data.number)
+
+
+def _check_task(args):
+    system, oxidation_states, angle_check = args
+    return check_crystal(system, oxidation_states, angle_check)
+
+
+def _map_checks(systems, oxidation_states, angle_check, workers, progress) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    tasks = [(s, oxidation_states, angle_check) for s in systems]
+    if workers <= 1 or len(tasks) < 256:
+        return [_check_task(t) for t in tqdm(tasks, desc="validity", disable=not progress, unit="crystal")]
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        it = pool.imap(_check_task, tasks, chunksize=64)
+        return list(tqdm(it, total=len(tasks), desc="validity", disable=not progress, unit="crystal"))
+
+
+def default_crystal_reference() -> tuple[list[AtomicSystem], str]:
+    """The MP-20 training split as the novelty reference, and its name."""
+    from adit_torch.datasets import load_dataset
+
+    return list(load_dataset("mp20", "train")), "mp20:train"
+
+
+def evaluate_crystals(
+    systems: Sequence[Any],
+    reference: Sequence[Any] | ReferenceIndex | bool | None = None,
+    *,
+    reference_name: str | None = None,
+    oxidation_states: str = "smact14",
+    angle_check: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate generated crystals; every input is scored, in input order.
+
+    Args:
+        systems: ``AtomicSystem``, ASE ``Atoms`` or pymatgen ``Structure`` objects (length M).
+        reference: reference crystals for novelty and distributions: a sequence,
+            a prebuilt :class:`ReferenceIndex`, ``None`` for the MP-20 training
+            split, or ``False`` to skip novelty and distributions.
+        reference_name: how to name the reference in the report.
+        oxidation_states: ``"smact14"`` (published convention) or ``"icsd24"``.
+        angle_check: cells with a lattice angle outside (50°, 130°) are invalid (reference convention).
+        workers: processes for matching and checks (default: all cores).
+        progress: show tqdm bars.
+
+    Returns:
+        the evaluation report (see :func:`adit_torch.evaluate.report.crystal_report`).
+    """
+    import os
+
+    from adit_torch.evaluate.distributions import crystal_distributions
+    from adit_torch.evaluate.report import crystal_report
+
+    workers = workers or os.cpu_count() or 1
+    items = as_systems(systems)
+    records = _map_checks(items, oxidation_states, angle_check, workers, progress)
+    valid_idx = [i for i, r in enumerate(records) if r["valid"]]
+
+    index: ReferenceIndex | None = None
+    ref_systems: list[AtomicSystem] = []
+    if isinstance(reference, ReferenceIndex):
+        index = reference
+        ref_systems = [s for bucket in reference.buckets.values() for s in bucket]
+    elif reference is not False:
+        if reference is None:
+            ref_systems, default_name = default_crystal_reference()
+            reference_name = reference_name or default_name
+        else:
+            ref_systems = [s for s in as_systems(reference) if isinstance(s, AtomicSystem) and s.is_periodic]
+        index = ReferenceIndex(ref_systems, reference_name or "user reference")
+
+    group, novel = unique_and_novel([items[i] for i in valid_idx], index, workers, progress)
+    seen: set[int] = set()
+    for rank, i in enumerate(valid_idx):
+        g = int(group[rank])
+        records[i]["unique_group"] = g
+        records[i]["novel"] = novel[g]
+        records[i]["first_of_group"] = g not in seen
+        seen.add(g)
+    distributions = None
+    if index is not None and ref_systems:
+        distributions = crystal_distributions([items[i] for i in valid_idx], [records[i] for i in valid_idx],
+                                              ref_systems)
+    protocol = {
+        "structural_validity": f"all distinct-atom distances (minimum image) >= {MIN_DISTANCE} Å "
+                               f"and cell volume >= {MIN_VOLUME} Å^3",
+        "min_distance_angstrom": MIN_DISTANCE,
+        "min_volume_angstrom3": MIN_VOLUME,
+        "lattice_angle_range_deg": list(ANGLE_RANGE),
+        "lattice_angle_check_in_validity": bool(angle_check),
+        "lattice_angle_convention": "ADiT/FlowMM: a cell with any angle outside the range counts as a failed "
+                                    "decode, invalid structurally and compositionally",
+        "compositional_validity": "CDVAE smact_validity (gcd-reduced; single element valid; all-metal valid; "
+                                  "else charge neutral + Pauling test, missing electronegativity = pass)",
+        "oxidation_states": oxidation_states,
+        "matcher": {"class": "pymatgen StructureMatcher", **MATCHER_SETTINGS},
+        "uniqueness": "groups among valid / valid (greedy grouping in input order)",
+        "novelty": "novel groups / groups; a group is novel when its first member matches no reference crystal",
+        "spacegroup_symprec": 0.1,
+    }
+    return crystal_report(records, group, novel, protocol,
+                          None if index is None else {"name": index.name, "size": index.size}, distributions)
