@@ -282,6 +282,8 @@ def _iter_extxyz(path: Path):
         def build(text=text, frame=frame):
             try:
                 atoms = ase_read(io.StringIO(text), format="extxyz")
+            except KeyError as exc:  # ASE's symbol lookup
+                raise InvalidSystemError(f"unknown element symbol {exc}") from None
             except Exception as exc:  # ASE raises KeyError/ValueError/IndexError for bad frames
                 raise DataFormatError(f"does not parse ({type(exc).__name__}: {exc})") from None
             info = {"id": str(atoms.info.get("id", f"frame{frame}"))}
