@@ -112,11 +112,15 @@ def density(system: AtomicSystem) -> float:
 
 def spacegroup_number(system: AtomicSystem, symprec: float = 0.1) -> int | None:
     """International space-group number (1-230) from spglib, ``None`` when spglib finds none."""
+    import warnings
+
     import spglib
 
     cell = (system.lattice, np.mod(system.frac_coords, 1.0), system.numbers)
     try:
-        data = spglib.get_symmetry_dataset(cell, symprec=symprec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's notice about its error handling
+            data = spglib.get_symmetry_dataset(cell, symprec=symprec)
     except Exception:  # spglib raises its own error class on degenerate cells
         return None
     return None if data is None else int(data.number)

@@ -11,6 +11,9 @@
   in the reference / valid (the ADiT evaluator's ``novel_rate``). The
   reference SMILES are made from the reference's 3D structures by the same
   pipeline (cached on disk), or canonicalised by RDKit when given as strings.
+  Novelty compares SMILES *without stereo tags* (:func:`novelty_key`): the PDB
+  pipeline assigns stereocentres from 3D while QM9's SMILES strings carry none,
+  and a mirror image of a training molecule is not a new molecule.
 * **stability**: :mod:`adit_torch.evaluate.stability_edm`.
 * **PoseBusters**: :mod:`adit_torch.evaluate.posebusters` on the valid molecules.
 """
@@ -148,10 +151,10 @@ def _map(func, items, workers: int, progress: bool, desc: str, chunksize: int = 
 
 
 # ---------------------------------------------------------------- reference
-def _reference_smiles_of_system(system) -> str | None:
+def _reference_key_of_system(system) -> str | None:
     if not isinstance(system, AtomicSystem) or degeneracy(system):
         return None
-    return validity_adit(system)[0]
+    return novelty_key(validity_adit(system)[0])
 
 
 def canonical_smiles(smiles: str) -> str | None:
@@ -163,13 +166,28 @@ def canonical_smiles(smiles: str) -> str | None:
     return None if mol is None else largest_fragment_smiles(mol)
 
 
+def novelty_key(smiles: str | None) -> str | None:
+    """Canonical SMILES without stereo tags (largest fragment), the key novelty compares; ``None`` if unparseable."""
+    from rdkit import Chem
+
+    if not smiles:
+        return None
+    _quiet()
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None:
+        return None
+    fragments = Chem.GetMolFrags(mol, asMols=True)
+    largest = max(fragments, default=mol, key=lambda frag: frag.GetNumAtoms())
+    return Chem.MolToSmiles(largest, isomericSmiles=False)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("ADIT_CACHE_DIR", Path.home() / ".cache" / "aiida-adit")) / "evaluate"
 
 
 def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool = False,
                      cache: bool = True) -> tuple[set[str], str]:
-    """Reference SMILES set and how it was made.
+    """Reference novelty keys (:func:`novelty_key`) and how they were made.
 
     Args:
         reference: SMILES strings (canonicalised by RDKit) or molecules
@@ -180,25 +198,26 @@ def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool 
             (``$ADIT_CACHE_DIR/evaluate``), keyed by a hash of its atoms and positions.
 
     Returns:
-        ``(smiles_set, method)``.
+        ``(keys, method)``.
     """
     items = list(reference)
     if items and all(isinstance(x, str) for x in items):
-        return {s for s in (canonical_smiles(x) for x in items) if s}, "RDKit canonical SMILES of the given strings"
+        keys = {k for k in (novelty_key(x) for x in items) if k}
+        return keys, "RDKit canonical SMILES (no stereo) of the given strings"
     systems = as_systems(items)
-    method = "OpenBabel PDB -> RDKit pipeline on the reference 3D structures"
+    method = "OpenBabel PDB -> RDKit pipeline on the reference 3D structures, SMILES without stereo"
     digest = hashlib.sha256()
     for s in systems:
         if isinstance(s, AtomicSystem):
             digest.update(s.numbers.tobytes())
             digest.update(np.round(s.positions, 4).tobytes())
-    path = _cache_dir() / f"reference_smiles_{digest.hexdigest()[:24]}.json"
+    path = _cache_dir() / f"reference_keys_{digest.hexdigest()[:24]}.json"
     if cache and path.exists():
         try:
             return set(json.loads(path.read_text())), method
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
-    out = {s for s in _map(_reference_smiles_of_system, systems, workers, progress, "reference SMILES") if s}
+    out = {s for s in _map(_reference_key_of_system, systems, workers, progress, "reference SMILES") if s}
     if cache:
         from adit_torch.evaluate.report import write_json
 
@@ -228,8 +247,8 @@ def evaluate_molecules(
 
     Args:
         systems: ``AtomicSystem``, ASE ``Atoms``, pymatgen ``Molecule`` or RDKit ``Mol`` (with 3D coordinates).
-        reference: novelty reference: molecules, SMILES strings, a ready ``set`` of
-            canonical SMILES, ``None`` for the QM9 training split, ``False`` to skip novelty.
+        reference: novelty reference: molecules, SMILES strings, a ``set`` of SMILES,
+            ``None`` for the QM9 training split, ``False`` to skip novelty.
         reference_name: how to name the reference in the report.
         posebusters: run PoseBusters (config ``"mol"``) on the valid molecules.
         posebusters_subset: bust only a random subset of this many valid molecules
@@ -260,10 +279,10 @@ def evaluate_molecules(
             reference, default_name = default_molecule_reference()
             reference_name = reference_name or default_name
         if isinstance(reference, set):
-            ref_set, method = reference, "given set of canonical SMILES"
+            ref_set, method = {novelty_key(x) for x in reference} - {None}, "given set of SMILES (no stereo)"
         else:
             ref_set, method = reference_smiles(reference, workers, progress)
-        novel_smiles = seen - ref_set
+        novel_smiles = {smiles for smiles in seen if novelty_key(smiles) not in ref_set}
         for i in valid:
             records[i]["novel"] = records[i]["smiles"] in novel_smiles
         ref_info = {"name": reference_name or "user reference", "size": len(ref_set), "smiles": method}
@@ -293,7 +312,8 @@ def evaluate_molecules(
                     "(sanitize=True, removeHs=True); SMILES = canonical isomeric SMILES of the largest fragment",
         "validity_strict": "RDKit rdDetermineBonds.DetermineBonds(charge=0) + SanitizeMol",
         "uniqueness": "distinct SMILES / valid",
-        "novelty": "distinct SMILES absent from the reference / valid (ADiT novel_rate)",
+        "novelty": "distinct SMILES absent from the reference / valid (ADiT novel_rate); compared without "
+                   "stereo tags",
         "stability": "EDM bond-length tables (pm) with margins "
                      f"{list(MARGINS_PM)} pm; allowed valences H1 C4 N3 O2 F1 (+ EDM's other elements)",
         "posebusters": "PoseBusters(config='mol') on the valid molecules (RDKit molecules from the PDB pipeline)",

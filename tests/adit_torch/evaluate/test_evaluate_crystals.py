@@ -1,0 +1,129 @@
+"""Crystal evaluation: real MP-20 crystals pass, broken ones fail the right checks, bad input never crashes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adit_torch.evaluate import Unreadable, check_crystal, evaluate_crystals, read_for_evaluation
+from adit_torch.evaluate.matching import ReferenceIndex, composition_key, unique_and_novel
+from adit_torch.system import AtomicSystem
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "evaluate"
+
+
+def test_real_mp20_test_crystals_are_structurally_valid(mp20_test):
+    records = [check_crystal(s) for s in mp20_test]
+    assert all(r["structurally_valid"] for r in records)
+    assert all(r["lattice_angles_in_range"] for r in records)  # canonical (Niggli) cells
+    assert sum(r["compositionally_valid"] for r in records) >= 0.8 * len(records)
+    assert all(r["min_distance"] > 0.5 and r["volume"] > 0.1 and 1 < r["density"] < 25 for r in records)
+    assert all(r["spacegroup"] == s.info["spacegroup"] for r, s in zip(records, mp20_test) if r["valid"])
+
+
+def test_overlapping_atoms_fail_structural_validity_with_a_reason(mp20_test):
+    broken = mp20_test[0].copy()
+    broken.positions[1] = broken.positions[0] + [0.2, 0.1, 0.0]
+    record = check_crystal(broken)
+    assert not record["structurally_valid"] and not record["valid"]
+    assert any("overlapping atoms" in r and "0.224" in r for r in record["reasons"])
+
+
+def test_periodic_images_count_for_the_distance_check():
+    # two atoms 0.3 Å apart only across the cell boundary
+    system = AtomicSystem.from_fractional([11, 17], [[0.01, 0.5, 0.5], [0.935, 0.5, 0.5]], np.eye(3) * 4.0)
+    record = check_crystal(system)
+    assert not record["structurally_valid"]
+    assert record["min_distance"] == pytest.approx(0.3, abs=1e-6)
+
+
+def test_tiny_cell_volume_fails():
+    system = AtomicSystem.from_fractional([26], [[0, 0, 0]], np.diag([0.2, 0.5, 0.5]))
+    record = check_crystal(system)
+    assert not record["structurally_valid"]
+    assert any("volume" in r for r in record["reasons"])
+
+
+def test_wrong_charges_fail_compositional_validity_only():
+    nacl2 = AtomicSystem.from_fractional([11, 17, 17], [[0, 0, 0], [0.5, 0.5, 0.5], [0, 0.5, 0.5]], np.eye(3) * 4.0)
+    record = check_crystal(nacl2)
+    assert record["structurally_valid"] and not record["compositionally_valid"] and not record["valid"]
+    assert record["reasons"] == ["composition: no charge-neutral combination of smact14 oxidation states"]
+
+
+def test_lattice_angle_check_is_reported_and_enters_validity_by_default():
+    system = AtomicSystem.from_parameters([11, 17], [[0, 0, 0], [0.5, 0.5, 0.5]], [4, 4, 12], [90, 90, 20])
+    strict = check_crystal(system)
+    assert not strict["lattice_angles_in_range"] and not strict["valid"]
+    assert not strict["compositionally_valid"]  # the reference pipeline never scores such a cell
+    loose = check_crystal(system, angle_check=False)
+    assert not loose["lattice_angles_in_range"] and loose["valid"]
+
+
+@pytest.mark.parametrize("system, reason", [
+    (AtomicSystem(np.zeros(0), np.zeros((0, 3)), np.eye(3) * 3), "no atoms"),
+    (AtomicSystem([11, 17], [[0, 0, 0], [np.nan, 1, 1]], np.eye(3) * 4), "NaN"),
+    (AtomicSystem([11, 17], [[0, 0, 0], [1, 1, 1]], [[1, 0, 0], [2, 0, 0], [0, 0, 1]]), "singular lattice"),
+    (AtomicSystem([11, 17], [[0, 0, 0], [1, 1, 1]], None), "not a crystal"),
+    (Unreadable("CIF does not parse", {"id": "x"}), "unreadable"),
+])
+def test_degenerate_inputs_are_invalid_with_reasons(system, reason):
+    record = check_crystal(system)
+    assert not record["valid"]
+    assert any(reason in r for r in record["reasons"])
+
+
+def test_evaluate_scores_every_input_in_order_and_accepts_ase_and_pymatgen(mp20_test, mp20_train):
+    inputs = [mp20_test[0].to_ase(), mp20_test[1].to_pymatgen(), "not a structure", mp20_test[2]]
+    report = evaluate_crystals(inputs, reference=mp20_train, workers=1)
+    assert report["num_structures"] == 4
+    assert [p["index"] for p in report["per_structure"]] == [0, 1, 2, 3]
+    assert report["per_structure"][2]["reasons"] == ["unreadable: unsupported input type str"]
+    assert report["counts"]["structurally_valid"] == 3
+
+
+def test_uniqueness_groups_equivalent_copies(mp20_test):
+    base = mp20_test[3]
+    shifted = AtomicSystem.from_fractional(base.numbers, base.frac_coords + 0.137, base.lattice)
+    supercell = AtomicSystem.from_pymatgen(base.to_pymatgen().make_supercell([2, 1, 1], in_place=False))
+    rotated = base.copy()
+    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))
+    rotated.positions, rotated.lattice = base.positions @ q.T, base.lattice @ q.T
+    systems = [base, mp20_test[4], shifted, supercell, rotated, mp20_test[5]]
+    group, novel = unique_and_novel(systems, None, workers=1)
+    assert group.tolist() == [0, 1, 0, 0, 0, 2]
+    assert novel == [None, None, None]
+
+
+def test_novelty_against_a_reference_and_parallel_equals_serial(mp20_test, mp20_train):
+    candidates = mp20_test[:12] + mp20_train[:3]
+    index = ReferenceIndex(mp20_train, "mp20 train rows")
+    serial = unique_and_novel(candidates, index, workers=1)
+    parallel = unique_and_novel(candidates, index, workers=2)
+    assert serial[0].tolist() == parallel[0].tolist() and serial[1] == parallel[1]
+    group, novel = serial
+    assert [novel[g] for g in group[-3:]] == [False, False, False]  # training crystals are not novel
+    assert all(novel[g] for g in group[:12])  # test crystals are not in the training rows
+
+
+def test_composition_key_is_order_independent():
+    assert composition_key([8, 26, 8, 26, 8, 8, 8, 8]) == composition_key([26, 8, 8, 8])
+
+
+def test_fixture_file_evaluation_end_to_end():
+    systems = read_for_evaluation(FIXTURES / "crystals.csv")
+    assert len(systems) == 16  # the broken CIF row is kept in place
+    reference = read_for_evaluation(FIXTURES / "crystals_reference.csv")
+    report = evaluate_crystals(systems, reference=reference, reference_name="fixture", workers=1)
+    by_id = {p["id"]: p for p in report["per_structure"]}
+    assert all(by_id[p["id"]]["valid"] for p in report["per_structure"][:11])
+    assert not by_id["broken-overlap"]["structurally_valid"] and by_id["broken-overlap"]["compositionally_valid"]
+    assert not by_id["broken-NaCl2"]["compositionally_valid"] and by_id["broken-NaCl2"]["structurally_valid"]
+    assert not by_id["broken-angle"]["lattice_angles_in_range"]
+    assert report["per_structure"][15]["reasons"][0].startswith("unreadable: CIF does not parse")
+    assert [p["novel"] for p in report["per_structure"][:3]] == [False, False, True]
+    assert report["counts"] == {"structures": 16, "structurally_valid": 13, "compositionally_valid": 12,
+                                "valid": 11, "lattice_angles_in_range": 14, "unique": 11, "novel": 9}
+    assert report["novelty"] == pytest.approx(9 / 11)
+    assert report["distributions"]["num_reference"] == 12
+    assert 0 <= report["distributions"]["tv_elements"] <= 1
