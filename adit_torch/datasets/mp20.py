@@ -5,9 +5,9 @@ plain or gzipped) and/or the workplace subset files (``mp_20_pilot_*``,
 ``mp_20_biternary_*``, ``slices_raw_mp20_dataset_mini``); each known file name
 maps to its original MP-20 split (:data:`SOURCE_SPLITS`). Rows are deduplicated
 by ``material_id`` (first occurrence kept, files read in the order of
-:data:`SOURCE_SPLITS`), parsed with pymatgen, validated and canonicalised
-(:meth:`AtomicSystem.canonical`: Niggli cell, lattice from lengths and angles,
-fractional coordinates in ``[0, 1)``).
+:data:`SOURCE_SPLITS`; a repeated id must carry the same split and CIF), parsed
+with pymatgen, validated and canonicalised (:meth:`AtomicSystem.canonical`:
+Niggli cell, lattice from lengths and angles, fractional coordinates in ``[0, 1)``).
 
 Our split (see docs/data.md): ``test`` = original test rows; the original train
 and val rows form a pool from which a fixed :data:`VAL_FRACTION` is drawn as
@@ -45,6 +45,11 @@ DATASET_ID = 0
 PROP_KEYS = ("spacegroup", "e_above_hull", "formation_energy_per_atom", "band_gap", "orig_split", "source_row")
 
 
+def workplace_mp20_dir() -> Path:
+    """Where the workplace keeps its MP-20 copy: ``<repository>/../shared/data/mp20`` (may not exist)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data" / "mp20"
+
+
 def default_mp20_dir() -> Path:
     """The MP-20 folder: ``$ADIT_MP20_DIR``, else the workplace copy ``<repo>/../shared/data/mp20``.
 
@@ -56,8 +61,7 @@ def default_mp20_dir() -> Path:
         if not path.is_dir():
             raise DataFormatError(f"$ADIT_MP20_DIR={env} is not a folder")
         return path
-    repo = Path(__file__).resolve().parents[2]
-    workplace = repo.parent / "shared" / "data" / "mp20"
+    workplace = workplace_mp20_dir()
     if workplace.is_dir():
         return workplace
     raise DataFormatError(
@@ -107,10 +111,13 @@ def preprocess_mp20(root, progress: bool | None = None) -> tuple[SystemDataset, 
             mid = row.get("material_id") or ""
             if mid and mid in seen:
                 duplicates += 1
-                if seen[mid] != split:
-                    raise DataFormatError(f"{path}: row {number} ({mid}) is also in the {seen[mid]} split")
+                first_split, first_where, first_cif = seen[mid]
+                if first_split != split:
+                    raise DataFormatError(f"{path}: row {number} ({mid}) is also in the {first_split} split")
+                if first_cif != row["cif"]:
+                    raise DataFormatError(f"{path}: row {number} ({mid}): CIF differs from {first_where}")
                 continue
-            seen[mid] = split
+            seen[mid] = (split, f"{path.name} row {number}", row["cif"])
             where = f"row {number} ({mid or 'no material_id'})"
             try:
                 info = csv_row_info(row, number)
