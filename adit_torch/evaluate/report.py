@@ -31,7 +31,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lower = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds where rounding would miss them
+    upper = 1.0 if successes == n else min(1.0, centre + half)
+    return lower, upper
 
 
 def library_versions() -> dict[str, str]:

@@ -128,6 +128,7 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(95, 100)
     assert lo == pytest.approx(0.8882, abs=1e-4) and hi == pytest.approx(0.9785, abs=1e-4)
     assert wilson_interval(0, 0) is None
+    assert wilson_interval(0, 7)[0] == 0.0 and wilson_interval(7, 7)[1] == 1.0
 
 
 def test_fixture_file_molecules():
