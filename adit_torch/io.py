@@ -340,8 +340,10 @@ def write_systems(
     """
     path = Path(path)
     systems = list(systems)
+    if path.suffix.lower() == ".gz":
+        raise DataFormatError(f"{path}: compressed output is not supported; write the plain file")
     if kind is None:
-        kind = "cif" if (path.is_dir() or not path.suffix) and not path.name.endswith(".gz") else detect_kind(path)
+        kind = "cif" if path.is_dir() or not path.suffix else detect_kind(path)
     kind = kind.lower()
     if kind == "extxyz":
         return [atomic_write(path, lambda tmp: _write_extxyz(tmp, systems))]

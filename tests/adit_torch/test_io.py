@@ -243,3 +243,31 @@ def test_parse_cif_of_real_row():
 def test_no_temp_files_left_after_success(tmp_path, crystals):
     write_systems(tmp_path / "a.extxyz", crystals)
     assert os.listdir(tmp_path) == ["a.extxyz"]
+
+
+def test_bad_sdf_record_and_bad_cif_file_in_a_folder(tmp_path, molecules, crystals):
+    out = tmp_path / "mols.sdf"
+    write_systems(out, molecules[:3])
+    records = out.read_text().split("$$$$\n")
+    records[1] = "broken\n  nothing here\n\n  2  1  0  0  0  0  0  0  0  0999 V2000\nM  END\n"
+    out.write_text("$$$$\n".join(records))
+    with pytest.raises(DataFormatError, match=r"mols\.sdf: record 1: record does not parse"):
+        read_systems(out)
+    kept = read_systems(out, skip_invalid=True)
+    assert [s.info["id"] for s in kept] == [molecules[0].info["id"], molecules[2].info["id"]]
+    assert [s.where for s in kept.skipped] == ["record 1"]
+
+    folder = tmp_path / "cifs"
+    write_systems(folder, crystals[:3])
+    (folder / "00001.cif").write_text("data_nothing\n_cell_length_a 3\n")
+    with pytest.raises(DataFormatError, match=r"00001\.cif: data block 0: CIF does not parse"):
+        read_systems(folder)
+    kept = read_systems(folder, skip_invalid=True)
+    assert [s.info["id"] for s in kept] == [crystals[0].info["id"], crystals[2].info["id"]]
+    assert kept.skipped[0].source.endswith("00001.cif")
+
+
+def test_compressed_output_is_refused(tmp_path, crystals):
+    with pytest.raises(DataFormatError, match="compressed output is not supported"):
+        write_systems(tmp_path / "x.extxyz.gz", crystals)
+    assert list(tmp_path.iterdir()) == []
