@@ -92,7 +92,8 @@ def collate(systems: Sequence[AtomicSystem], dtype: torch.dtype = torch.float32)
         dataset[i] = dataset_id(s)
         if s.is_periodic:
             periodic[i] = True
-            f = np.mod(s.frac_coords, 1.0)
+            # round away float noise first so an atom on a cell face maps to 0, whichever image it came from
+            f = np.mod(np.round(s.frac_coords, 8), 1.0)
             f[f >= 1.0] = 0.0
             frac[i, :n] = f
             lattice[i] = s.lattice

@@ -212,7 +212,8 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def load_settings(path: str | Path) -> dict[str, Any]:
-    """Read a ``--settings`` JSON file: ``{"train": {...}, "vae": {...}, "dit": {...}}`` or flat train keys."""
+    """Read a ``--settings`` JSON file: ``{"train": {...}, "vae": {...}, "dit": {...}, "flow": {...}}``
+    or flat training keys."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"settings file {path} does not exist")
@@ -222,9 +223,10 @@ def load_settings(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"settings file {path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"settings file {path} must hold a JSON object")
-    if not set(data) & {"train", "vae", "dit"}:
+    sections = {"train", "vae", "dit", "flow"}
+    if not set(data) & sections:
         data = {"train": data}
-    unknown = sorted(set(data) - {"train", "vae", "dit"})
+    unknown = sorted(set(data) - sections)
     if unknown:
-        raise ConfigError(f"settings file {path}: unknown section(s) {unknown}; use train, vae, dit")
+        raise ConfigError(f"settings file {path}: unknown section(s) {unknown}; use train, vae, dit, flow")
     return data

@@ -1,5 +1,92 @@
-"""`adit` sub-commands of this module (placeholder until its issue lands)."""
+"""`adit sample`: generate crystals or molecules from a DiT checkpoint.
+
+Writes ``OUT.extxyz``, ``OUT.summary.json`` (requested / written counts,
+settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
+``OUT.sdf`` (molecules). The checkpoint is checked before any sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from adit_torch.checkpoint import read_metadata
+from adit_torch.cli import IncompleteOutputError
+from adit_torch.errors import CheckpointError, ConfigError
 
 
-def register(subparsers):
-    """Add this module's sub-commands to the ``adit`` parser."""
+def register(subparsers) -> None:
+    """Add ``sample`` to the ``adit`` parser."""
+    p = subparsers.add_parser("sample", help="generate crystals or molecules from a DiT checkpoint",
+                              description="Sample systems from a trained ADiT (DiT + its VAE).")
+    p.add_argument("--checkpoint", required=True, type=Path, help="DiT checkpoint (dit.safetensors)")
+    p.add_argument("--kind", required=True, choices=("crystal", "molecule"), help="what to generate")
+    p.add_argument("--num-samples", required=True, type=int, help="number of systems")
+    p.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 100)")
+    p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 2.0; 1 = off)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same samples)")
+    p.add_argument("--batch-size", type=int, default=256, help="systems per forward pass")
+    p.add_argument("--num-atoms", type=int, help="atoms per system (default: drawn from the training histogram)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
+    p.add_argument("--out", required=True, type=Path, help="output .extxyz file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_sample)
+
+
+def output_paths(out: Path, kind: str) -> dict[str, Path]:
+    """The files ``adit sample --out OUT.extxyz`` writes."""
+    stem = out.with_suffix("")
+    paths = {"extxyz": out, "summary": Path(f"{stem}.summary.json")}
+    paths["structures"] = Path(f"{stem}_cif") if kind == "crystal" else Path(f"{stem}.sdf")
+    return paths
+
+
+def _check(args) -> None:
+    if args.out.suffix != ".extxyz":
+        raise ConfigError(f"--out must end in .extxyz, got {args.out}")
+    if args.num_samples <= 0:
+        raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
+    if args.steps is not None and args.steps <= 0:
+        raise ConfigError(f"--steps must be positive, got {args.steps}")
+    if args.batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.num_atoms is not None and not 0 < args.num_atoms <= 1000:
+        raise ConfigError(f"--num-atoms must lie in 1..1000, got {args.num_atoms}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but no CUDA device is available")
+    meta = read_metadata(args.checkpoint)
+    if meta["kind"] != "dit":
+        raise CheckpointError(f"--checkpoint {args.checkpoint} is a {meta['kind']} checkpoint; sampling needs a "
+                              "dit checkpoint (from adit train-dit)")
+    if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
+        raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
+                              "pass --num-atoms or use a checkpoint trained on them")
+
+
+def run_sample(args) -> int:
+    """Handler of ``adit sample``."""
+    from adit_torch.io import write_systems
+    from adit_torch.sample import sample_checkpoint
+
+    _check(args)
+    systems, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
+                                         args.seed, args.batch_size, args.num_atoms, args.device,
+                                         progress=not args.quiet)
+    paths = output_paths(args.out, args.kind)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_systems(paths["extxyz"], systems)
+    write_systems(paths["structures"], systems, kind="cif" if args.kind == "crystal" else "sdf")
+    summary["num_written"] = len(systems)
+    summary["files"] = {k: str(v) for k, v in paths.items()}
+    tmp = paths["summary"].with_name(f".{paths['summary'].name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, paths["summary"])
+    print(f"wrote {len(systems)} {args.kind}s to {args.out}")
+    if len(systems) < args.num_samples:
+        raise IncompleteOutputError(f"only {len(systems)} of {args.num_samples} samples were written")
+    return 0

@@ -1,5 +1,148 @@
-"""`adit` sub-commands of this module (placeholder until its issue lands)."""
+"""`adit train-vae` and `adit train-dit`: train the autoencoder and the diffusion model.
+
+Settings resolve in this order: the size's registry defaults, then the
+``--settings`` JSON (sections ``train``, ``vae``, ``dit``, ``flow``, or flat
+training keys), then command-line flags. ``--resume`` reuses the run folder's
+``run_config.json`` and ``state.safetensors``. Every problem with the inputs
+is reported before any training starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from adit_torch.checkpoint import read_metadata
+from adit_torch.cli import NaNLossError
+from adit_torch.config import (
+    SIZES,
+    DiTConfig,
+    FlowConfig,
+    TrainConfig,
+    VAEConfig,
+    dit_config,
+    from_dict,
+    load_settings,
+    train_config,
+    vae_config,
+)
+from adit_torch.errors import CheckpointError, ConfigError
+
+#: command-line flag -> TrainConfig field
+_FLAGS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": "batch_size", "lr": "lr",
+          "device": "device", "seed": "seed", "num_workers": "num_workers", "dataset": "dataset",
+          "max_train_systems": "max_train_systems", "val_every": "val_every", "ckpt_every": "ckpt_every",
+          "log_every": "log_every", "ema_decay": "ema_decay"}
 
 
-def register(subparsers):
-    """Add this module's sub-commands to the ``adit`` parser."""
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("mp20", "qm9", "joint"), help="training data (default: joint)")
+    p.add_argument("--size", default="XS", choices=tuple(SIZES), help="model size from the registry (default XS)")
+    p.add_argument("--out-dir", required=True, type=Path, help="run folder for checkpoints, logs and curves")
+    p.add_argument("--settings", type=Path, help="JSON file with train/vae/dit/flow settings")
+    p.add_argument("--max-steps", type=int, help="optimisation steps to run in total")
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes")
+    p.add_argument("--batch-size", type=int, help="systems per batch")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--ema-decay", type=float, help="EMA decay of the saved weights")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="device (default cpu)")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--num-workers", type=int, help="data-loading worker processes")
+    p.add_argument("--max-train-systems", type=int, help="use only the first N systems of each dataset")
+    p.add_argument("--val-every", type=int, help="validate every N steps")
+    p.add_argument("--ckpt-every", type=int, help="write checkpoint and state every N steps")
+    p.add_argument("--log-every", type=int, help="log every N steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from state.safetensors")
+    p.add_argument("--init", type=Path, help="start from the weights of this checkpoint (fine-tuning)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(subparsers) -> None:
+    """Add ``train-vae`` and ``train-dit`` to the ``adit`` parser."""
+    p = subparsers.add_parser("train-vae", help="train the VAE (atoms <-> per-atom latents)",
+                              description="Train the ADiT autoencoder on MP-20, QM9 or both.")
+    _common(p)
+    p.set_defaults(handler=run_train_vae)
+    p = subparsers.add_parser("train-dit", help="train the diffusion transformer on a frozen VAE's latents",
+                              description="Train the ADiT diffusion transformer by flow matching.")
+    p.add_argument("--vae", required=True, type=Path, help="VAE checkpoint (vae.safetensors)")
+    _common(p)
+    p.set_defaults(handler=run_train_dit)
+
+
+def _train_cfg(args, settings: dict) -> TrainConfig:
+    values = dict(settings.get("train", {}))
+    values.update({field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None})
+    if args.compile:
+        values["compile"] = True
+    return train_config(args.size, **values)
+
+
+def _resolve(args, kind: str) -> dict:
+    """Configs for a new run or the stored ones for ``--resume``; raises before any work starts."""
+    run_cfg = args.out_dir / "run_config.json"
+    if args.resume and run_cfg.exists():
+        stored = json.loads(run_cfg.read_text())
+        if stored.get("kind") != kind:
+            raise ConfigError(f"--resume: {args.out_dir} holds a {stored.get('kind')} run, not a {kind} run")
+        train = {k: v for k, v in stored["train"].items()}
+        for flag in ("max_steps", "max_minutes", "device", "num_workers"):
+            if getattr(args, flag, None) is not None:
+                train[flag] = getattr(args, flag)
+        out = {"size": stored["size"], "train": from_dict(TrainConfig, train, where=f"{run_cfg} [train]")}
+        if kind == "vae":
+            out["vae"] = from_dict(VAEConfig, stored["vae"], where=f"{run_cfg} [vae]")
+        else:
+            out["dit"] = from_dict(DiTConfig, stored["dit"], where=f"{run_cfg} [dit]")
+            out["flow"] = from_dict(FlowConfig, stored["flow"], where=f"{run_cfg} [flow]")
+        return out
+    settings = load_settings(args.settings) if args.settings else {}
+    out = {"size": args.size, "train": _train_cfg(args, settings)}
+    if kind == "vae":
+        out["vae"] = vae_config(args.size, **settings.get("vae", {}))
+    else:
+        out["dit"] = dit_config(args.size, **settings.get("dit", {}))
+        out["flow"] = from_dict(FlowConfig, settings.get("flow", {}), where="flow settings")
+    if args.init is not None:
+        meta = read_metadata(args.init)
+        if meta["kind"] != kind:
+            raise CheckpointError(f"--init {args.init} is a {meta['kind']} checkpoint, but train-{kind} needs a "
+                                  f"{kind} checkpoint")
+        stored = meta["config"].get(kind, {})
+        out[kind] = from_dict(type(out[kind]), stored, where=f"--init {args.init}")
+    return out
+
+
+def _run(fn, out_dir: Path):
+    from adit_torch.train import NonFiniteLoss
+
+    try:
+        metrics = fn()
+    except NonFiniteLoss as exc:
+        raise NaNLossError(str(exc)) from None
+    print(json.dumps({k: metrics[k] for k in ("status", "step", "final_loss") if k in metrics}))
+    print(f"outputs in {out_dir}")
+    return 0
+
+
+def run_train_vae(args) -> int:
+    """Handler of ``adit train-vae``."""
+    from adit_torch.recipes import train_vae
+
+    cfg = _resolve(args, "vae")
+    return _run(lambda: train_vae(cfg["train"], cfg["vae"], cfg["size"], args.out_dir, resume=args.resume,
+                                  init=args.init, progress=not args.quiet), args.out_dir)
+
+
+def run_train_dit(args) -> int:
+    """Handler of ``adit train-dit``."""
+    from adit_torch.recipes import train_dit
+
+    meta = read_metadata(args.vae)
+    if meta["kind"] != "vae":
+        raise CheckpointError(f"--vae {args.vae} is a {meta['kind']} checkpoint, but train-dit needs a vae checkpoint")
+    cfg = _resolve(args, "dit")
+    return _run(lambda: train_dit(cfg["train"], cfg["dit"], cfg["flow"], args.vae, cfg["size"], args.out_dir,
+                                  resume=args.resume, init=args.init, progress=not args.quiet), args.out_dir)

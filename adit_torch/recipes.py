@@ -1,0 +1,247 @@
+"""Training recipes: data, models, objectives and validation wired into :func:`adit_torch.train.fit`.
+
+:func:`train_vae` trains the autoencoder on MP-20, QM9 or both;
+:func:`train_dit` encodes the training set once with a frozen VAE (latent
+mean), then trains the DiT by flow matching on the cached latents. Both write
+checkpoints whose headers hold every config and the atom-count histograms
+used at sampling time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adit_torch.augment import augment_batch
+from adit_torch.batching import collate
+from adit_torch.checkpoint import load_dit, load_vae, save_checkpoint
+from adit_torch.config import DiTConfig, FlowConfig, TrainConfig, VAEConfig, to_dict
+from adit_torch.dit import Condition
+from adit_torch.errors import CheckpointError
+from adit_torch.flow import flow_matching_loss
+from adit_torch.latents import LatentSet, collate_latents, encode_dataset
+from adit_torch.train import fit, write_json
+from adit_torch.vae import VAE
+
+
+class JointSystems(Sequence):
+    """Concatenation of system sequences (e.g. MP-20 then QM9) with a combined ``num_atoms`` and ``periodic``."""
+
+    def __init__(self, parts: Sequence):
+        self.parts = list(parts)
+        self.sizes = np.array([len(p) for p in self.parts])
+        self.starts = np.concatenate([[0], np.cumsum(self.sizes)])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i):
+        part = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return self.parts[part][int(i - self.starts[part])]
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        """Atoms per system ``(M,)``."""
+        return np.concatenate([np.asarray(p.num_atoms) for p in self.parts])
+
+    @property
+    def periodic(self) -> np.ndarray:
+        """True for crystals ``(M,)``."""
+        return np.concatenate([np.asarray(p.periodic) for p in self.parts])
+
+
+def load_training_data(dataset: str, split: str = "train", max_systems: int = 0) -> JointSystems:
+    """``mp20``, ``qm9`` or ``joint`` systems of one split; ``max_systems > 0`` keeps the first ones of each."""
+    from adit_torch.datasets import load_dataset
+
+    names = ("mp20", "qm9") if dataset == "joint" else (dataset,)
+    parts = []
+    for name in names:
+        ds = load_dataset(name, split, skip_invalid=True)
+        parts.append(ds[:max_systems] if max_systems > 0 else ds)
+    return JointSystems(parts)
+
+
+def atom_count_histograms(data) -> dict[str, dict[str, int]]:
+    """``{"crystal": {N: count}, "molecule": {N: count}}`` over a sequence with ``num_atoms`` and ``periodic``."""
+    out: dict[str, dict[str, int]] = {}
+    for kind, sel in (("crystal", data.periodic), ("molecule", ~np.asarray(data.periodic))):
+        if np.any(sel):
+            values, counts = np.unique(np.asarray(data.num_atoms)[sel], return_counts=True)
+            out[kind] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    return out
+
+
+def _val_subset(val, size: int) -> list:
+    """Up to ``size`` systems of each kind from a validation sequence (evenly spaced, deterministic)."""
+    out = []
+    for sel in (np.flatnonzero(val.periodic), np.flatnonzero(~np.asarray(val.periodic))):
+        if len(sel):
+            pick = sel[np.linspace(0, len(sel) - 1, min(size, len(sel))).astype(int)]
+            out += [val[int(i)] for i in pick]
+    return out
+
+
+# ------------------------------------------------------------------------ VAE
+def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: int = 128,
+                           rmsd_threshold: float = 0.5) -> dict[str, float]:
+    """VAE reconstruction quality on ``systems`` (latent mean, no corruption).
+
+    Crystals match when pymatgen's ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``
+    fits original and reconstruction; molecules when every atom type is right and
+    the RMSD (same frame, no alignment) is below ``rmsd_threshold`` Å.
+    """
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    matcher = StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)
+    vae.eval()
+    rec = []
+    for i in range(0, len(systems), batch_size):
+        rec += vae.reconstruct(collate(systems[i:i + batch_size]).to(device))
+    cryst, mol, types_ok, rmsds = [], [], [], []
+    for orig, r in zip(systems, rec):
+        same = bool(len(orig.numbers) == len(r.numbers) and (orig.numbers == r.numbers).all())
+        types_ok.append(same)
+        if orig.is_periodic:
+            try:
+                cryst.append(same and bool(matcher.fit(orig.to_pymatgen(), r.to_pymatgen())))
+            except Exception:  # noqa: BLE001 - a degenerate decoded lattice counts as a miss
+                cryst.append(False)
+        else:
+            centred = orig.positions - orig.positions.mean(0)
+            rmsd = float(np.sqrt(((centred - r.positions) ** 2).sum(-1).mean()))
+            rmsds.append(rmsd)
+            mol.append(same and rmsd < rmsd_threshold)
+    out = {"type_accuracy": float(np.mean(types_ok))}
+    if cryst:
+        out["crystal_match_rate"] = float(np.mean(cryst))
+    if mol:
+        out["molecule_match_rate"] = float(np.mean(mol))
+        out["molecule_rmsd"] = float(np.mean(rmsds))
+    return out
+
+
+def vae_loss_fn(augment: bool):
+    """Objective for :func:`fit`: augment (rotation + translation), then the VAE loss."""
+    def loss_fn(model, batch, generator):
+        if augment:
+            batch = augment_batch(batch, generator)
+        return model.loss(batch, generator)
+    return loss_fn
+
+
+def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, resume: bool = False,
+              init: str | None = None, data=None, val=None, progress: bool = True) -> dict[str, Any]:
+    """Train a VAE; writes ``vae.safetensors``, ``state.safetensors``, ``log.csv``, ``metrics.json``, ``curves.png``.
+
+    ``data`` / ``val`` default to the configured dataset's train / val splits.
+    ``init`` starts from the weights of an existing VAE checkpoint (fine-tuning).
+    """
+    out_dir = Path(out_dir)
+    data = load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems) if data is None else data
+    vae = VAE(vae_cfg)
+    if init:
+        src, _ = load_vae(init)
+        if src.cfg != vae_cfg:
+            raise CheckpointError(f"--init {init}: its VAE config differs from the requested one")
+        vae.load_state_dict(src.state_dict())
+    val_systems = []
+    if train_cfg.val_size > 0:
+        if val is None:
+            val = load_training_data(train_cfg.dataset, "val", 0)
+        val_systems = _val_subset(val, train_cfg.val_size)
+    stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data)}
+    config = {"vae": to_dict(vae_cfg), "train": to_dict(train_cfg)}
+
+    def save_model(path, ema_model):
+        save_checkpoint(path, "vae", size, config, ema_model.state_dict(), stats)
+
+    validate = (lambda m: reconstruction_metrics(m, val_systems, train_cfg.device)) if val_systems else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "run_config.json", {"kind": "vae", "size": size, **config})
+    return fit(vae, vae_loss_fn(train_cfg.augment), data, collate, train_cfg, out_dir, save_model, validate,
+               resume=resume, model_file="vae.safetensors", progress=progress)
+
+
+# ------------------------------------------------------------------------ DiT
+def dit_loss_fn(flow_cfg: FlowConfig, cond_drop_prob: float):
+    """Objective for :func:`fit`: flow matching on latents with the periodic label dropped for guidance."""
+    def loss_fn(model, batch, generator):
+        keep = torch.rand(len(batch), generator=generator, device=batch.z.device) >= cond_drop_prob
+        cond = Condition(periodic=batch.periodic.long()).drop(keep)
+        net = lambda x, t, sc: model(x, t, batch.mask, cond, sc)
+        loss = flow_matching_loss(net, batch.z, batch.mask, flow_cfg, generator)
+        return loss, {"flow": float(loss.detach())}
+    return loss_fn
+
+
+def cached_latents(vae: VAE, data, out_dir: Path, vae_path, device="cpu", progress=True) -> LatentSet:
+    """Latents of ``data`` from ``out_dir/latents.npz`` when it matches the VAE file and data, else encoded now."""
+    path = out_dir / "latents.npz"
+    key = f"{Path(vae_path).resolve()}:{Path(vae_path).stat().st_mtime_ns}:{len(data)}:{int(np.sum(data.num_atoms))}"
+    if path.exists():
+        with np.load(path) as f:
+            if str(f["key"]) == key:
+                return LatentSet(f["z"], f["offsets"], f["periodic"], f["dataset"])
+    lat = encode_dataset(vae, data, device=device, progress=progress)
+    tmp = out_dir / ".latents.tmp.npz"
+    np.savez(tmp, z=lat.z, offsets=lat.offsets, periodic=lat.periodic, dataset=lat.dataset, key=np.array(key))
+    tmp.replace(path)
+    return lat
+
+
+def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, vae_path, size: str, out_dir,
+              resume: bool = False, init: str | None = None, data=None, progress: bool = True) -> dict[str, Any]:
+    """Train a DiT on cached latents of the frozen VAE at ``vae_path``; writes ``dit.safetensors`` and the rest.
+
+    The DiT checkpoint embeds the VAE (``vae.`` prefix), the latent normalisation
+    and the atom-count histograms, so it samples on its own.
+    """
+    from adit_torch.dit import DiT
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vae, vae_meta = load_vae(vae_path)
+    if vae_meta["kind"] != "vae":
+        raise CheckpointError(f"--vae {vae_path} is a {vae_meta['kind']} checkpoint, not a VAE")
+    if dit_cfg.latent_dim != vae.cfg.latent_dim:
+        raise CheckpointError(f"--vae {vae_path}: latent size {vae.cfg.latent_dim} differs from the DiT's "
+                              f"{dit_cfg.latent_dim}")
+    data = load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems) if data is None else data
+    vae.to(train_cfg.device)
+    latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
+    mean, std = latents.stats()
+    train_set = latents.normalised(mean, std)
+    dit = DiT(dit_cfg)
+    if init:
+        src, _, _, _ = load_dit(init)
+        if src.cfg != dit_cfg:
+            raise CheckpointError(f"--init {init}: its DiT config differs from the requested one")
+        dit.load_state_dict(src.state_dict())
+    stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data),
+             "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_meta.get("data", {})}
+    config = {"dit": to_dict(dit_cfg), "vae": to_dict(vae.cfg), "flow": to_dict(flow_cfg), "train": to_dict(train_cfg)}
+    vae_tensors = {f"vae.{k}": v for k, v in vae.state_dict().items()}
+
+    def save_model(path, ema_model):
+        save_checkpoint(path, "dit", size, config, {**ema_model.state_dict(), **vae_tensors}, stats)
+
+    validate = None
+    if train_cfg.val_samples > 0:
+        def validate(ema_model):
+            from adit_torch.sample import quick_validity, sample_systems
+
+            out = {}
+            for kind in stats["num_atoms_hist"]:
+                systems = sample_systems(ema_model, vae, flow_cfg, stats, kind, train_cfg.val_samples,
+                                         steps=min(flow_cfg.steps, 50), seed=0, device=train_cfg.device,
+                                         progress=False)
+                out.update({f"{kind}_{k}": v for k, v in quick_validity(systems, kind).items()})
+            return out
+    write_json(out_dir / "run_config.json", {"kind": "dit", "size": size, "vae_path": str(vae_path), **config})
+    return fit(dit, dit_loss_fn(flow_cfg, dit_cfg.cond_drop_prob), train_set, collate_latents, train_cfg, out_dir,
+               save_model, validate, resume=resume, model_file="dit.safetensors", progress=progress)
