@@ -22,6 +22,23 @@ from adit_torch.evaluate.report import fraction, wilson_interval
 _NOT_CHECKS = {"file", "molecule", "position", "mol_pred", "mol_true", "mol_cond"}
 
 
+def _reset_rdkit_log_stream() -> None:
+    """Point RDKit's Python log handler at the current ``sys.stderr``.
+
+    PoseBusters routes RDKit's log through Python and, after each check, points
+    the handler at whatever ``sys.stderr`` was then; if that stream has since
+    been closed (a captured stream in a notebook or test), every later energy
+    check fails with "I/O operation on closed file".
+    """
+    import sys
+
+    import rdkit
+
+    handler = getattr(rdkit, "log_handler", None)
+    if handler is not None and hasattr(handler, "stream"):
+        handler.stream = sys.stderr  # not setStream(): it would flush the closed stream first
+
+
 def _bust_chunk(pdb_blocks: list[str]) -> list[dict[str, bool | None]]:
     """Bust molecules given as PDB text; one ``{check: passed}`` dict per molecule, in order."""
     from posebusters import PoseBusters
@@ -29,6 +46,7 @@ def _bust_chunk(pdb_blocks: list[str]) -> list[dict[str, bool | None]]:
 
     RDLogger.DisableLog("rdApp.*")
     logging.getLogger("posebusters").setLevel(logging.CRITICAL)
+    _reset_rdkit_log_stream()
     mols = [Chem.MolFromPDBBlock(block, removeHs=True) for block in pdb_blocks]
     out: list[dict[str, bool | None]] = [{} for _ in mols]
     ok = [i for i, m in enumerate(mols) if m is not None]
