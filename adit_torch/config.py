@@ -67,6 +67,9 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     latent_dim: int = 8
     self_condition: bool = True
+    # predict x1 as x_t + (1 - t) * f(...): the clean estimate tends to the identity as t -> 1.
+    # A plain x1 head over-smooths (sample spread shrinks) in short trainings; False = the reference head.
+    residual_x1: bool = True
     cond_drop_prob: float = 0.1
     num_space_groups: int = 0
     num_elements: int = 0

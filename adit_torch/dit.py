@@ -204,13 +204,17 @@ class DiT(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, cond: Condition,
                 self_cond: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, N, latent)``, ``t (B,)`` in [0, 1], ``mask (B, N)`` -> predicted clean latents ``(B, N, latent)``."""
+        x_t = x
         if self.cfg.self_condition:
             x = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond], dim=-1)
         h = self.x_embed(x)
         c = self.t_embed(t) + self.c_embed(cond)
         for block in self.blocks:
             h = block(h, c, mask)
-        return self.final(h, c) * mask.unsqueeze(-1).to(h.dtype)
+        out = self.final(h, c)
+        if self.cfg.residual_x1:
+            out = x_t + (1 - t.to(out.dtype)).view(-1, 1, 1) * out
+        return out * mask.unsqueeze(-1).to(out.dtype)
 
     def forward_with_cfg(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor, cond: Condition,
                          self_cond: torch.Tensor | None = None, scale: float = 1.0) -> torch.Tensor:

@@ -211,7 +211,7 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
                 loss, parts = objective(batch, generator)
             if not torch.isfinite(loss):
                 bar.close()
-                raise NonFiniteLoss(f"non-finite loss ({float(loss)}) at step {step + 1}; "
+                raise NonFiniteLoss(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; "
                                     f"the last good checkpoint in {out_dir} is kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()

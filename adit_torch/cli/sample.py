@@ -7,7 +7,6 @@ settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path

@@ -74,7 +74,8 @@ def register(subparsers) -> None:
 
 def _train_cfg(args, settings: dict) -> TrainConfig:
     values = dict(settings.get("train", {}))
-    values.update({field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None})
+    values.update({field: getattr(args, flag) for flag, field in _FLAGS.items()
+                   if getattr(args, flag, None) is not None})
     if args.compile:
         values["compile"] = True
     return train_config(args.size, **values)

@@ -22,10 +22,13 @@ def test_condition_null_drop_cat():
 
 
 def test_adaln_zero_starts_at_zero_output():
-    dit = DiT(DiTConfig(d_model=32, num_layers=2, num_heads=4))
-    x = torch.randn(2, 5, 8)
-    out = dit(x, torch.rand(2), torch.ones(2, 5, dtype=torch.bool), Condition(periodic=torch.tensor([0, 1])))
-    assert (out == 0).all()
+    """adaLN-Zero: the trunk starts at zero, so a plain x1 head outputs 0 and the residual head outputs x_t."""
+    x, t = torch.randn(2, 5, 8), torch.rand(2)
+    m, c = torch.ones(2, 5, dtype=torch.bool), Condition(periodic=torch.tensor([0, 1]))
+    plain = DiT(DiTConfig(d_model=32, num_layers=2, num_heads=4, residual_x1=False))
+    assert (plain(x, t, m, c) == 0).all()
+    residual = DiT(DiTConfig(d_model=32, num_layers=2, num_heads=4))
+    torch.testing.assert_close(residual(x, t, m, c), x)
 
 
 def _randomised(cfg):
@@ -75,7 +78,7 @@ def test_dit_learns_label_dependent_two_mode_latents():
         label = torch.randint(0, 2, (bsz,), generator=g)
         x1 = (label.float() * 3 - 1.5).view(-1, 1, 1) + 0.3 * torch.randn(bsz, n, 2, generator=g)
         cond = Condition(periodic=label).drop(torch.rand(bsz, generator=g) >= 0.1)
-        loss = flow_matching_loss(lambda x, t, sc: dit(x, t, mask, cond, sc), x1, mask, flow, g)
+        loss = flow_matching_loss(lambda x, t, sc, cond=cond: dit(x, t, mask, cond, sc), x1, mask, flow, g)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -83,7 +86,7 @@ def test_dit_learns_label_dependent_two_mode_latents():
     m = torch.ones(500, n, dtype=torch.bool)
     for label, centre in ((CRYSTAL, 1.5), (MOLECULE, -1.5)):
         c = Condition(periodic=torch.full((500,), label))
-        s = euler_sample(lambda x, t, sc: dit.forward_with_cfg(x, t, m, c, sc, 1.0), m, 2, steps=30,
+        s = euler_sample(lambda x, t, sc, c=c: dit.forward_with_cfg(x, t, m, c, sc, 1.0), m, 2, steps=30,
                          generator=torch.Generator().manual_seed(1))
         assert abs(float(s.mean()) - centre) < 0.25, (label, float(s.mean()))
         assert 0.1 < float(s.std()) < 0.6

@@ -6,7 +6,7 @@ from adit_model_data import mp20_systems, qm9_systems
 
 from adit_torch.batching import collate
 from adit_torch.config import DiTConfig, VAEConfig
-from adit_torch.dit import DiT, Condition
+from adit_torch.dit import Condition, DiT
 from adit_torch.invariance import (
     assert_periodic_image_invariant,
     assert_permutation_equivariant,

@@ -1,0 +1,67 @@
+"""Sampling: atom-count histogram, padding-free buckets, determinism, decoding to systems."""
+
+import numpy as np
+import pytest
+import torch
+
+from adit_torch.config import DiTConfig, FlowConfig, VAEConfig
+from adit_torch.dit import DiT
+from adit_torch.errors import CheckpointError, ConfigError
+from adit_torch.sample import draw_num_atoms, sample_systems, size_buckets
+from adit_torch.vae import VAE
+
+STATS = {"num_atoms_hist": {"crystal": {"2": 10, "5": 30}, "molecule": {"9": 1}},
+         "latent_mean": [0.0] * 8, "latent_std": [1.0] * 8}
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    dit = DiT(DiTConfig(d_model=32, num_layers=1, num_heads=4)).eval()
+    for p in dit.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return dit, VAE(VAEConfig(d_model=32, num_layers=1, num_heads=4)).eval()
+
+
+def test_histogram_draws_follow_counts():
+    counts = draw_num_atoms({"2": 10, "5": 30}, 4000, torch.Generator().manual_seed(0))
+    assert set(counts.tolist()) == {2, 5}
+    assert abs((counts == 5).mean() - 0.75) < 0.03
+
+
+def test_size_buckets_have_no_padding():
+    counts = np.array([3, 5, 3, 3, 5, 7])
+    buckets = size_buckets(counts, batch_size=2)
+    assert sorted(i for b in buckets for i in b) == list(range(6))
+    assert all(len(set(counts[b])) == 1 and len(b) <= 2 for b in buckets)
+
+
+def test_sampling_is_deterministic_for_a_seed(models):
+    dit, vae = models
+    kw = dict(steps=4, cfg_scale=2.0, batch_size=8, progress=False)
+    a = sample_systems(dit, vae, FlowConfig(), STATS, "crystal", 12, seed=3, **kw)
+    b = sample_systems(dit, vae, FlowConfig(), STATS, "crystal", 12, seed=3, **kw)
+    c = sample_systems(dit, vae, FlowConfig(), STATS, "crystal", 12, seed=4, **kw)
+    assert len(a) == 12 and all(s.is_periodic for s in a)
+    assert {s.num_atoms for s in a} <= {2, 5}
+    for x, y in zip(a, b):
+        assert np.array_equal(x.numbers, y.numbers) and np.array_equal(x.positions, y.positions)
+    assert any(not np.allclose(x.positions, y.positions) for x, y in zip(a, c) if x.num_atoms == y.num_atoms)
+    assert [s.info["id"] for s in a] == [f"sample-{i}" for i in range(12)]
+
+
+def test_molecules_and_user_atom_counts(models):
+    dit, vae = models
+    mols = sample_systems(dit, vae, FlowConfig(), STATS, "molecule", 3, steps=2, num_atoms=6, progress=False)
+    assert all(not s.is_periodic and s.num_atoms == 6 for s in mols)
+
+
+def test_sampling_errors(models):
+    dit, vae = models
+    stats = {"num_atoms_hist": {"crystal": {"4": 1}}}
+    with pytest.raises(CheckpointError, match="not trained on molecules"):
+        sample_systems(dit, vae, FlowConfig(), stats, "molecule", 2, progress=False)
+    with pytest.raises(ConfigError):
+        sample_systems(dit, vae, FlowConfig(), stats, "polymer", 2, progress=False)
+    with pytest.raises(ConfigError):
+        sample_systems(dit, vae, FlowConfig(), stats, "crystal", 2, steps=0, progress=False)
