@@ -36,6 +36,8 @@ def register(subparsers) -> None:
                    help="SMACT oxidation-state set for compositional validity (default: smact14, as published)")
     p.add_argument("--no-angle-check", action="store_true",
                    help="do not count cells with a lattice angle outside (50°, 130°) as invalid")
+    p.add_argument("--no-distributions", action="store_true",
+                   help="skip the distribution comparison with the reference (space groups are the slow part)")
     p.add_argument("--posebusters-subset", type=int, default=None, metavar="K",
                    help="run PoseBusters on K random valid molecules (rates get 95%% Wilson intervals)")
     p.add_argument("--no-posebusters", action="store_true", help="skip PoseBusters")
@@ -85,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     reference, name = _reference(args.reference, kind)
     if kind == "crystal":
         report = evaluate_crystals(systems, reference, reference_name=name, oxidation_states=args.oxidation_states,
-                                   angle_check=not args.no_angle_check, workers=args.workers, progress=progress)
+                                   angle_check=not args.no_angle_check, with_distributions=not args.no_distributions,
+                                   workers=args.workers, progress=progress)
     else:
         report = evaluate_molecules(systems, reference, reference_name=name, posebusters=not args.no_posebusters,
                                     posebusters_subset=args.posebusters_subset, seed=args.seed,

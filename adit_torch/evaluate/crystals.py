@@ -41,8 +41,9 @@ def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "sm
         a record with ``formula``, ``num_atoms``, ``structurally_valid``,
         ``compositionally_valid``, ``lattice_angles_in_range``, ``valid``,
         ``min_distance`` (Å), ``volume`` (Å^3), ``density`` (g/cm^3),
-        ``num_elements``, ``spacegroup`` (spglib, symprec 0.1; ``None`` when
-        invalid) and ``reasons`` (list of str, empty when valid).
+        ``num_elements``, ``spacegroup`` (``None`` here; filled in by
+        :func:`evaluate_crystals` for valid crystals when distributions are
+        computed) and ``reasons`` (list of str, empty when valid).
     """
     record: dict[str, Any] = {
         "id": system.info.get("id"), "formula": None, "num_atoms": 0, "valid": False,
@@ -98,8 +99,6 @@ def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "sm
         record["reasons"].append(f"cell volume {volume:.3g} Å^3 < {MIN_VOLUME} Å^3")
     record["structurally_valid"] = bool(struct_ok and gate)
     record["valid"] = record["structurally_valid"] and record["compositionally_valid"]
-    if record["valid"]:
-        record["spacegroup"] = spacegroup_number(system)
     return record
 
 
@@ -126,22 +125,26 @@ def spacegroup_number(system: AtomicSystem, symprec: float = 0.1) -> int | None:
     return None if data is None else int(data.number)
 
 
+def _spacegroup_task(system: AtomicSystem) -> int | None:
+    return spacegroup_number(system)
+
+
 def _check_task(args):
     system, oxidation_states, angle_check = args
     return check_crystal(system, oxidation_states, angle_check)
 
 
-def _map_checks(systems, oxidation_states, angle_check, workers, progress) -> list[dict]:
+def _pool_map(func, tasks, workers, progress, desc) -> list:
+    """``[func(t) for t in tasks]``, in a process pool when there is enough work; tqdm bar when ``progress``."""
     from tqdm.auto import tqdm
 
-    tasks = [(s, oxidation_states, angle_check) for s in systems]
     if workers <= 1 or len(tasks) < 256:
-        return [_check_task(t) for t in tqdm(tasks, desc="validity", disable=not progress, unit="crystal")]
+        return [func(t) for t in tqdm(tasks, desc=desc, disable=not progress, unit="crystal")]
     import multiprocessing as mp
 
     with mp.get_context("fork").Pool(workers) as pool:
-        it = pool.imap(_check_task, tasks, chunksize=64)
-        return list(tqdm(it, total=len(tasks), desc="validity", disable=not progress, unit="crystal"))
+        it = pool.imap(func, tasks, chunksize=64)
+        return list(tqdm(it, total=len(tasks), desc=desc, disable=not progress, unit="crystal"))
 
 
 def default_crystal_reference() -> tuple[list[AtomicSystem], str]:
@@ -158,6 +161,7 @@ def evaluate_crystals(
     reference_name: str | None = None,
     oxidation_states: str = "smact14",
     angle_check: bool = True,
+    with_distributions: bool = True,
     workers: int | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
@@ -171,6 +175,8 @@ def evaluate_crystals(
         reference_name: how to name the reference in the report.
         oxidation_states: ``"smact14"`` (published convention) or ``"icsd24"``.
         angle_check: cells with a lattice angle outside (50°, 130°) are invalid (reference convention).
+        with_distributions: compare density, element, atom-count and space-group
+            (spglib, symprec 0.1) distributions of the valid crystals with the reference.
         workers: processes for matching and checks (default: all cores).
         progress: show tqdm bars.
 
@@ -184,7 +190,8 @@ def evaluate_crystals(
 
     workers = workers or os.cpu_count() or 1
     items = as_systems(systems)
-    records = _map_checks(items, oxidation_states, angle_check, workers, progress)
+    records = _pool_map(_check_task, [(s, oxidation_states, angle_check) for s in items], workers, progress,
+                        "validity")
     valid_idx = [i for i, r in enumerate(records) if r["valid"]]
 
     index: ReferenceIndex | None = None
@@ -209,7 +216,10 @@ def evaluate_crystals(
         records[i]["first_of_group"] = g not in seen
         seen.add(g)
     distributions = None
-    if index is not None and ref_systems:
+    if with_distributions and index is not None and ref_systems:
+        groups = _pool_map(_spacegroup_task, [items[i] for i in valid_idx], workers, progress, "space groups")
+        for i, number in zip(valid_idx, groups):
+            records[i]["spacegroup"] = number
         distributions = crystal_distributions([items[i] for i in valid_idx], [records[i] for i in valid_idx],
                                               ref_systems)
     protocol = {

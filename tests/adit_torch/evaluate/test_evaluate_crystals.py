@@ -18,7 +18,16 @@ def test_real_mp20_test_crystals_are_structurally_valid(mp20_test):
     assert all(r["lattice_angles_in_range"] for r in records)  # canonical (Niggli) cells
     assert sum(r["compositionally_valid"] for r in records) >= 0.8 * len(records)
     assert all(r["min_distance"] > 0.5 and r["volume"] > 0.1 and 1 < r["density"] < 25 for r in records)
-    assert all(r["spacegroup"] == s.info["spacegroup"] for r, s in zip(records, mp20_test) if r["valid"])
+
+
+def test_space_groups_of_valid_crystals_match_the_dataset(mp20_test, mp20_train):
+    report = evaluate_crystals(mp20_test[:12], reference=mp20_train, workers=1)
+    records = zip(report["per_structure"], mp20_test)
+    checked = [(r["spacegroup"], s.info["spacegroup"]) for r, s in records if r["valid"]]
+    assert len(checked) >= 9
+    assert all(ours == theirs for ours, theirs in checked)
+    no_dist = evaluate_crystals(mp20_test[:3], reference=mp20_train, with_distributions=False, workers=1)
+    assert no_dist["distributions"] is None and all(r["spacegroup"] is None for r in no_dist["per_structure"])
 
 
 def test_overlapping_atoms_fail_structural_validity_with_a_reason(mp20_test):
