@@ -6,21 +6,67 @@ import itertools
 
 import numpy as np
 
+_SHIFTS = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
+
+
+def lll_reduce(lattice: np.ndarray, delta: float = 0.75) -> np.ndarray:
+    """LLL-reduced basis ``(3, 3)`` (rows, Å) of the same lattice: short, nearly orthogonal vectors.
+
+    The result spans the same lattice (an integer unimodular change of basis).
+    Singular input is returned unchanged.
+    """
+    b = np.array(lattice, dtype=np.float64).reshape(3, 3)
+    if abs(np.linalg.det(b)) < 1e-9:
+        return b
+
+    def gram_schmidt(basis):
+        star = np.zeros_like(basis)
+        mu = np.zeros((3, 3))
+        for i in range(3):
+            star[i] = basis[i]
+            for j in range(i):
+                mu[i, j] = basis[i] @ star[j] / (star[j] @ star[j])
+                star[i] = star[i] - mu[i, j] * star[j]
+        return star, mu
+
+    k = 1
+    for _ in range(1000):  # LLL terminates quickly in 3D; the cap only guards against float trouble
+        if k >= 3:
+            break
+        for j in range(k - 1, -1, -1):
+            _, mu = gram_schmidt(b)
+            q = np.round(mu[k, j])
+            if q:
+                b[k] = b[k] - q * b[j]
+        star, mu = gram_schmidt(b)
+        if star[k] @ star[k] >= (delta - mu[k, k - 1] ** 2) * (star[k - 1] @ star[k - 1]):
+            k += 1
+        else:
+            b[[k - 1, k]] = b[[k, k - 1]]
+            k = max(k - 1, 1)
+    return b
+
 
 def periodic_distance_matrix(frac: np.ndarray, lattice: np.ndarray) -> np.ndarray:
     """Minimum-image distances ``(N, N)`` in Å for fractional coords ``(N, 3)`` and lattice ``(3, 3)``.
 
-    Searches the 27 neighbouring cell images after wrapping the differences to
-    ``[-0.5, 0.5)``; exact for reasonably shaped (e.g. Niggli-reduced) cells.
-    The diagonal holds the length of the shortest non-zero lattice translation.
+    The cell is first LLL-reduced (same lattice, short basis), then the 27
+    neighbouring images of each difference wrapped to ``[-0.5, 0.5)`` are
+    searched; so even a very skewed description of a crystal gets its true
+    nearest images. The diagonal holds the length of the shortest non-zero
+    lattice translation.
     """
-    frac = np.asarray(frac, dtype=np.float64)
+    frac = np.asarray(frac, dtype=np.float64).reshape(-1, 3)
+    lattice = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
+    if abs(np.linalg.det(lattice)) >= 1e-9:
+        reduced = lll_reduce(lattice)
+        frac = np.linalg.solve(reduced.T, (frac @ lattice).T).T
+        lattice = reduced
     diff = frac[:, None, :] - frac[None, :, :]
     diff -= np.round(diff)
-    shifts = np.array(list(itertools.product((-1, 0, 1), repeat=3)), dtype=np.float64)
-    cart = (diff[:, :, None, :] + shifts[None, None]) @ lattice  # (N, N, 27, 3)
+    cart = (diff[:, :, None, :] + _SHIFTS[None, None]) @ lattice  # (N, N, 27, 3)
     dist = np.linalg.norm(cart, axis=-1)
     n = len(frac)
-    zero = np.all(shifts == 0, axis=1)
+    zero = np.all(_SHIFTS == 0, axis=1)
     dist[np.arange(n), np.arange(n), np.flatnonzero(zero)[0]] = np.inf
     return dist.min(axis=-1)

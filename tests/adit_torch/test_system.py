@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from adit_torch._geometry import lll_reduce
 from adit_torch.errors import InvalidSystemError
 from adit_torch.io import read_systems
 from adit_torch.system import AtomicSystem, atomic_number, lattice_from_parameters
@@ -176,3 +177,27 @@ def test_canonical_centres_molecules(molecules):
         canon = moved.canonical()
         np.testing.assert_allclose(canon.positions.mean(axis=0), 0.0, atol=1e-10)
         np.testing.assert_allclose(canon.positions, system.positions, atol=1e-10)  # stored molecules are centred
+
+
+def test_overlap_found_in_a_very_skewed_cell():
+    """The same 0.3 Å image contact must be found whatever basis describes the cell."""
+    cubic = np.eye(3) * 4.0
+    frac = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.925, 0.0, 0.0]])  # 3rd atom 0.3 Å from the 1st's image
+    skew = np.array([[1, 7, 0], [0, 1, 0], [3, 0, 1]]) @ cubic  # unimodular: same lattice, long thin basis
+    reference = AtomicSystem(np.array([11, 17, 11]), frac @ cubic, cubic).distance_matrix()
+    assert reference[0, 1] == pytest.approx(np.sqrt(3) * 2.0) and reference[0, 0] == pytest.approx(4.0)
+    for lattice in (cubic, skew):
+        system = AtomicSystem(np.array([11, 17, 11]), frac @ cubic, lattice, {"id": "skewed"})
+        np.testing.assert_allclose(system.distance_matrix(), reference, atol=1e-9)
+        assert system.min_distance() == pytest.approx(0.3)
+        with pytest.raises(InvalidSystemError, match="skewed: overlapping atoms"):
+            system.validate()
+
+
+def test_lll_reduce_keeps_the_lattice(crystals):
+    for system in crystals:
+        reduced = lll_reduce(system.lattice)
+        change = reduced @ np.linalg.inv(system.lattice)  # must be an integer matrix with det +-1
+        np.testing.assert_allclose(change, np.round(change), atol=1e-6)
+        assert abs(np.linalg.det(np.round(change))) == pytest.approx(1.0)
+        assert np.linalg.norm(reduced, axis=1).max() <= np.linalg.norm(system.lattice, axis=1).max() + 1e-9
