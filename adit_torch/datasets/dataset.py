@@ -85,8 +85,9 @@ class SystemDataset(Sequence):
         return [SYMBOLS[z] for z in np.unique(self.numbers)]
 
     def subset(self, indices) -> SystemDataset:
-        """A new dataset holding the systems at ``indices`` (in that order)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        """A new dataset holding the systems at ``indices`` (in that order) or where a boolean mask is True."""
+        idx = np.asarray(indices)
+        idx = np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"dataset {self.name}: subset index out of range for {len(self)} systems")
         idx = idx % max(len(self), 1)

@@ -99,6 +99,8 @@ def test_subset_slices_and_lookup(crystals):
     np.testing.assert_array_equal(sub[0].positions, crystals[5].positions)
     np.testing.assert_array_equal(sub[1].numbers, crystals[1].numbers)
     assert list(data[2:4].ids) == list(data.ids[2:4])
+    small = data[data.num_atoms < 10]
+    assert len(small) == sum(s.num_atoms < 10 for s in crystals) and (small.num_atoms < 10).all()
     assert data[-1].info["id"] == crystals[-1].info["id"]
     assert data.index_of(crystals[3].info["id"]) == 3
     with pytest.raises(KeyError, match="no system with id"):
