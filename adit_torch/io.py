@@ -335,7 +335,8 @@ def write_systems(
 
     ``kind`` defaults to the suffix. ``cif``: a ``.cif`` path takes exactly one
     system; a folder path (no ``.cif`` suffix) gets one ``NNNNN.cif`` file per
-    system. ``sdf``: molecules only, no bonds unless ``perceive_bonds``.
+    system (numbered files beyond the new count, left by an earlier write, are
+    removed; other files are left alone). ``sdf``: molecules only, no bonds unless ``perceive_bonds``.
     ``extxyz``: anything. Each file is written atomically.
     """
     path = Path(path)
@@ -358,10 +359,14 @@ def write_systems(
                 raise DataFormatError(f"{path}: a .cif file holds one system, got {len(systems)}; give a folder path")
             return [atomic_write(path, lambda tmp: tmp.write_text(_cif_text(systems[0]), encoding="utf-8"))]
         path.mkdir(parents=True, exist_ok=True)
-        return [
+        written = [
             atomic_write(path / f"{i:05d}.cif", lambda tmp, s=s: tmp.write_text(_cif_text(s), encoding="utf-8"))
             for i, s in enumerate(systems)
         ]
+        for old in path.glob("[0-9][0-9][0-9][0-9][0-9].cif"):  # numbered files left by a longer earlier write
+            if int(old.stem) >= len(systems):
+                old.unlink()
+        return written
     raise DataFormatError(f"{path}: cannot write kind {kind!r}; expected extxyz, cif or sdf")
 
 

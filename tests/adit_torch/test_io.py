@@ -82,6 +82,10 @@ def test_cif_file_and_folder_round_trip(tmp_path, crystals):
     assert [s.info["id"] for s in folder] == [s.info["id"] for s in crystals]
     for a, b in zip(crystals, folder):
         _same(a, b, atol=1e-5)
+    (tmp_path / "many_cif" / "notes.txt").write_text("kept")
+    write_systems(tmp_path / "many_cif", crystals[:2])  # a shorter rewrite leaves no stale structures
+    assert [s.info["id"] for s in read_systems(tmp_path / "many_cif")] == [s.info["id"] for s in crystals[:2]]
+    assert (tmp_path / "many_cif" / "notes.txt").read_text() == "kept"
 
 
 def test_cif_file_refuses_several_systems_and_molecules(tmp_path, crystals, molecules):
