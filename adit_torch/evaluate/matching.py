@@ -93,6 +93,11 @@ def _bucket_task(task):
     return labels, novel
 
 
+def _indexed_bucket_task(item):
+    k, task = item
+    return k, _bucket_task(task)
+
+
 class ReferenceIndex:
     """Reference crystals bucketed by reduced composition (built once, reused across evaluations).
 
@@ -126,11 +131,11 @@ def _run(tasks, workers: int, progress: bool, desc: str):
     else:
         import multiprocessing as mp
 
-        # big buckets first so that no worker is left with the longest task at the end
+        # big buckets first, in small chunks, so that no worker is left with the longest task at the end
         order = sorted(range(len(tasks)), key=lambda k: -len(tasks[k][0]) * (1 + len(tasks[k][1] or ())))
         with mp.get_context("fork").Pool(workers) as pool:
-            chunk = max(1, len(tasks) // (workers * 16))
-            for k, result in zip(order, pool.imap(_bucket_task, [tasks[k] for k in order], chunksize=chunk)):
+            chunk = max(1, min(8, len(tasks) // (workers * 64)))
+            for k, result in pool.imap_unordered(_indexed_bucket_task, [(k, tasks[k]) for k in order], chunksize=chunk):
                 results[k] = result
                 bar.update()
     bar.close()
