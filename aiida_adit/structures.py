@@ -37,10 +37,12 @@ def read_frames(path: str | os.PathLike) -> list:
 def atoms_to_structure(atoms, vacuum: float = MOLECULE_VACUUM) -> orm.StructureData:
     """One ``ase.Atoms`` as an unstored StructureData.
 
-    :param atoms: a crystal (all three directions periodic, non-singular cell) or a molecule
-        (no periodic direction; any cell is replaced by a box).
+    :param atoms: a crystal (all three directions periodic) or a molecule (no periodic
+        direction; any cell is replaced by a box). A degenerate crystal (e.g. a singular
+        lattice from a poorly trained model) is kept as it is: judging it is evaluation's job.
     :param vacuum: Å of empty space on each side of a molecule's box.
-    :raises DataFormatError: the system has no atoms, non-finite positions, or partial periodicity.
+    :raises DataFormatError: the system has no atoms, non-finite positions or cell, or
+        partial periodicity (none of which a StructureData can hold faithfully).
     """
     positions = np.asarray(atoms.get_positions(), dtype=float)
     ident = atoms.info.get("id", "?")
@@ -50,8 +52,8 @@ def atoms_to_structure(atoms, vacuum: float = MOLECULE_VACUUM) -> orm.StructureD
         raise DataFormatError(f"system {ident}: non-finite positions")
     pbc = tuple(bool(flag) for flag in atoms.pbc)
     if all(pbc):
-        if abs(np.linalg.det(np.asarray(atoms.cell))) < 1e-8:
-            raise DataFormatError(f"system {ident}: periodic but the cell is singular")
+        if not np.isfinite(np.asarray(atoms.cell)).all():
+            raise DataFormatError(f"system {ident}: non-finite lattice")
         return orm.StructureData(ase=atoms)
     if any(pbc):
         raise DataFormatError(f"system {ident}: partial periodicity {pbc} is not supported")

@@ -16,6 +16,41 @@ from aiida_adit.calculations.sample import KINDS, validate_kind
 
 INPUT_NAME = "input.extxyz"
 JSON_NAME = "evaluation.json"
+#: ``parameters`` keys passed to ``adit evaluate`` as flags, with the type each takes (bool = switch).
+PARAMETERS = {
+    "workers": int,
+    "oxidation_states": str,
+    "no_angle_check": bool,
+    "posebusters_subset": int,
+    "no_posebusters": bool,
+    "seed": int,
+    "quiet": bool,
+}
+
+
+def validate_parameters(value: orm.Dict, _) -> str | None:
+    """Only known ``adit evaluate`` options, each with a value of the right type."""
+    for key, item in value.get_dict().items():
+        if key not in PARAMETERS:
+            return f"`parameters.{key}` is not an `adit evaluate` option; known: {', '.join(sorted(PARAMETERS))}"
+        expected = PARAMETERS[key]
+        if expected is int and (isinstance(item, bool) or not isinstance(item, int) or item <= 0):
+            return f"`parameters.{key}` is {item!r}; expected a positive integer"
+        if not isinstance(item, expected):
+            return f"`parameters.{key}` is {item!r}; expected a {expected.__name__}"
+    return None
+
+
+def parameter_flags(parameters: dict) -> list[str]:
+    """``{"workers": 2, "no_posebusters": True}`` -> ``["--no-posebusters", "--workers", "2"]`` (sorted keys)."""
+    flags: list[str] = []
+    for key in sorted(parameters):
+        flag = "--" + key.replace("_", "-")
+        if isinstance(parameters[key], bool):
+            flags += [flag] if parameters[key] else []
+        else:
+            flags += [flag, str(parameters[key])]
+    return flags
 
 
 def validate_inputs(inputs, _) -> str | None:
@@ -68,6 +103,13 @@ class AditEvaluateCalculation(AditCalculation):
             required=False,
             help="Reference set for novelty: a file, or a name/path passed as is to `--reference`.",
         )
+        spec.input(
+            "parameters",
+            valid_type=orm.Dict,
+            required=False,
+            validator=validate_parameters,
+            help="Further `adit evaluate` options, e.g. {'workers': 1, 'no_posebusters': True}.",
+        )
         spec.inputs.validator = validate_inputs
         spec.inputs["metadata"]["options"]["parser_name"].default = "adit.evaluate"
 
@@ -95,4 +137,6 @@ class AditEvaluateCalculation(AditCalculation):
             cmdline += ["--reference", reference.filename]
         elif reference is not None:
             cmdline += ["--reference", reference.value]
+        if "parameters" in self.inputs:
+            cmdline += parameter_flags(self.inputs.parameters.get_dict())
         return self.make_calc_info(cmdline, retrieve=[JSON_NAME], local_copy_list=local_copy_list)

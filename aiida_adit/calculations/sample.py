@@ -64,6 +64,13 @@ def validate_seed(value: orm.Int, _) -> str | None:
     return None
 
 
+def validate_positive(value: orm.Int, port) -> str | None:
+    """A positive integer (``batch_size``, ``num_atoms``)."""
+    if value.value <= 0:
+        return f"`{port.name}` is {value.value}; expected a positive integer"
+    return None
+
+
 def validate_device(value: orm.Str, _) -> str | None:
     """``device`` must be ``cpu`` or ``cuda``."""
     if value.value not in ("cpu", "cuda"):
@@ -142,8 +149,9 @@ class AditSampleCalculation(AditCalculation):
             "--out",
             OUTPUT_NAME,
         ]
-        if "device" in self.inputs:
-            cmdline += ["--device", self.inputs.device.value]
+        for port, flag in (("batch_size", "--batch-size"), ("num_atoms", "--num-atoms"), ("device", "--device")):
+            if port in self.inputs:
+                cmdline += [flag, self.inputs[port].value]
         return self.make_calc_info(
             cmdline,
             retrieve=[SUMMARY_NAME],

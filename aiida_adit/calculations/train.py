@@ -7,6 +7,11 @@ kept twice), ``run/metrics.json`` and ``run/log.csv`` are kept in ``retrieved``,
 and ``run/state.safetensors`` (optimizer, EMA, RNG, step) stays on the computer
 in ``remote_folder`` so a later run can resume from it (``parent_folder``).
 
+Walltime: unless ``settings.max_minutes`` is given, the run is told to stop
+(``--max-minutes``) a margin before ``max_wallclock_seconds``, so it saves a
+checkpoint and its state and ends with ``status: time_limit``; the parser then
+reports exit code 400 and the ``adit.train`` work chain resumes it.
+
 Training data, in order of preference: a ``dataset`` FolderData (its files are
 copied to ``data/``), a ``dataset_remote`` RemoteData (symlinked as ``data``),
 or nothing: the dataset named in ``settings`` as found on the computer. For the
@@ -31,9 +36,11 @@ RUN_DIR = "run"
 SETTINGS_NAME = "settings.json"
 PARENT_NAME = "parent.safetensors"
 #: Keys of ``settings`` passed as command-line flags; every other key goes to ``settings.json``.
-FLAG_KEYS = ("stage", "dataset", "size", "max_steps", "device")
+FLAG_KEYS = ("stage", "dataset", "size", "max_steps", "max_minutes", "device")
+#: Seconds of the walltime kept free for writing the checkpoint when ``max_minutes`` is derived from it.
+WALLTIME_MARGIN_S = 120
 _POSITIVE_INTS = ("max_steps", "batch_size", "max_atoms_per_batch", "num_epochs", "epochs")
-_POSITIVE_FLOATS = ("lr", "learning_rate")
+_POSITIVE_FLOATS = ("lr", "max_minutes")
 
 
 def validate_settings(value: orm.Dict, _) -> str | None:
@@ -130,6 +137,14 @@ class AditTrainCalculation(AditCalculation):
 
         spec.exit_code(420, "ERROR_NAN_LOSS", message="The training loss became NaN or infinite: {error}")
 
+    def _minutes_from_walltime(self) -> float | None:
+        """Training minutes that leave :data:`WALLTIME_MARGIN_S` (or 10%) of the walltime to save and exit."""
+        walltime = self.node.get_option("max_wallclock_seconds")
+        if not walltime:
+            return None
+        margin = max(WALLTIME_MARGIN_S, 0.1 * walltime)
+        return round(max(walltime - margin, 0.5 * walltime) / 60.0, 2)
+
     def prepare_for_submission(self, folder):
         """Write ``settings.json`` and build the ``adit train-<stage>`` command line."""
         settings = self.inputs.settings.get_dict()
@@ -151,6 +166,9 @@ class AditTrainCalculation(AditCalculation):
         ]
         if "max_steps" in settings:
             cmdline += ["--max-steps", settings["max_steps"]]
+        max_minutes = settings.get("max_minutes", self._minutes_from_walltime())
+        if max_minutes:
+            cmdline += ["--max-minutes", f"{max_minutes:g}"]
         if "device" in settings:
             cmdline += ["--device", settings["device"]]
 

@@ -85,14 +85,15 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes a :class:`CheckpointData` records for the checkpoint at ``path``.
 
     :returns: ``kind`` (vae|dit), ``size`` (registry name, e.g. XS), ``dataset`` (training
-        data name or None), ``library_version``, ``created`` (ISO time), ``num_parameters``
-        (int, counted from the tensor shapes; tensors of the embedded VAE of a DiT are
-        counted apart in ``num_vae_parameters``) and ``sha256``.
+        data name or None), ``num_train`` (training systems, or None), ``library_version``,
+        ``created`` (ISO time), ``num_parameters`` (int, counted from the tensor shapes;
+        tensors of the embedded VAE of a DiT are counted apart in ``num_vae_parameters``) and ``sha256``.
     """
     adit, tensors = read_header(path)
     data = adit.get("data") or {}
     config = adit.get("config") or {}
     dataset = data.get("dataset") if isinstance(data, dict) else None
+    num_train = data.get("num_train") if isinstance(data, dict) else None
     if dataset is None and isinstance(config, dict):
         dataset = config.get("dataset")
     own, vae = 0, 0
@@ -106,6 +107,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "kind": adit["kind"],
         "size": adit.get("size"),
         "dataset": dataset,
+        "num_train": num_train,
         "library_version": adit.get("library_version"),
         "created": adit.get("created"),
         "num_parameters": own,
@@ -117,7 +119,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
 class CheckpointData(orm.SinglefileData):
     """An ADiT checkpoint file with its header facts as queryable attributes.
 
-    Attributes: ``kind``, ``size``, ``dataset``, ``library_version``, ``created``,
+    Attributes: ``kind``, ``size``, ``dataset``, ``num_train``, ``library_version``, ``created``,
     ``num_parameters``, ``num_vae_parameters``, ``sha256`` (see :func:`describe`).
     """
 

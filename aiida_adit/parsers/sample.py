@@ -15,7 +15,11 @@ from aiida_adit.structures import atoms_to_structure, read_frames
 
 
 def output_label(index: int) -> str:
-    """The link label of the ``index``-th generated system (``sample_00000``, zero-based, file order)."""
+    """The link label of frame ``index`` of ``samples.extxyz`` (``sample_00000``, zero-based).
+
+    Labels follow frame indices, so a frame that could not be stored leaves a gap and the
+    records of ``adit evaluate`` (by frame index) still map onto the right nodes.
+    """
     return f"sample_{index:05d}"
 
 
@@ -38,6 +42,7 @@ class AditSampleParser(AditParser):
             return self.exit_for_status(status)
 
         summary_text = self.read_text(SUMMARY_NAME)
+        summary = None
         if summary_text is not None:
             try:
                 summary = json.loads(summary_text)
@@ -45,8 +50,6 @@ class AditSampleParser(AditParser):
                 return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=SUMMARY_NAME, error=str(exc))
             if not isinstance(summary, dict):
                 return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=SUMMARY_NAME, error="not an object")
-            finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-            self.out("summary", orm.Dict(finite))
         elif status == 0:
             return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=SUMMARY_NAME)
 
@@ -55,17 +58,29 @@ class AditSampleParser(AditParser):
         if path is None or not os.path.isfile(path):
             return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=OUTPUT_NAME)
         try:
-            structures = [atoms_to_structure(atoms) for atoms in read_frames(path)]
+            frames = read_frames(path)
         except DataFormatError as exc:
             return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=OUTPUT_NAME, error=str(exc))
 
         self.out("samples", orm.SinglefileData(file=path, filename=OUTPUT_NAME))
         kind = self.node.inputs.kind.value
-        for index, structure in enumerate(structures):
+        stored, skipped = 0, []
+        for index, atoms in enumerate(frames):
+            try:
+                structure = atoms_to_structure(atoms)
+            except DataFormatError as exc:
+                # Kept out of the nodes (a StructureData cannot hold it) but never dropped silently.
+                self.logger.warning(f"{OUTPUT_NAME} frame {index}: not stored: {exc}")
+                skipped.append({"index": index, "reason": str(exc)})
+                continue
             structure.label = f"{kind} {output_label(index)}"
             self.out(f"structures.{output_label(index)}", structure)
+            stored += 1
+        if summary is not None:
+            finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+            self.out("summary", orm.Dict({**finite, "num_stored": stored, "not_stored": skipped}))
 
         asked = self.node.inputs.num_samples.value
-        if len(structures) < asked or status == 6:
-            return self.exit_codes.ERROR_FEWER_STRUCTURES.format(found=len(structures), asked=asked)
+        if stored < asked or status == 6:
+            return self.exit_codes.ERROR_FEWER_STRUCTURES.format(found=stored, asked=asked)
         return None

@@ -95,6 +95,9 @@ class AditTrainParser(AditParser):
                 error=f"the run wrote a `{checkpoint.kind}` checkpoint for stage `{stage}`"
             )
         self.out("checkpoint", checkpoint)
+        if metrics.get("status") == "time_limit":
+            # Stopped on purpose before the walltime: checkpoint and state saved, the run can resume.
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME
         return None
 
     def _parse_metrics(self):

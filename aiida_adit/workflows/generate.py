@@ -21,6 +21,7 @@ from aiida.engine import ToContext, WorkChain, if_
 from aiida_adit.calculations.base import validate_checkpoint_kind
 from aiida_adit.calculations.evaluate import AditEvaluateCalculation
 from aiida_adit.data.checkpoint import CheckpointData
+from aiida_adit.parsers.sample import output_label
 from aiida_adit.workflows.protocols import ProtocolMixin
 from aiida_adit.workflows.sample import AditSampleWorkChain
 from aiida_adit.workflows.train import AditTrainWorkChain
@@ -249,13 +250,14 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
             return self.exit_codes.ERROR_EVALUATION_FAILED
         records = node.outputs.per_structure.get("records")
         structures = self.ctx.sample.outputs.structures
-        labels = sorted(structures)
-        if len(records) != len(labels):
-            self.report(f"evaluation has {len(records)} records for {len(labels)} structures")
+        frames = self.ctx.sample.outputs.samples
+        if len(records) < len(structures):
+            self.report(f"evaluation has {len(records)} records for {len(structures)} structures of {frames.filename}")
             return self.exit_codes.ERROR_EVALUATION_FAILED
         for record in records:
-            extras = {key: record.get(key) for key in EXTRA_KEYS}
-            structures[labels[record["index"]]].base.extras.set_many(extras)
+            label = output_label(record["index"])
+            if label in structures:  # frames that could not be stored have no node (see the sample parser)
+                structures[label].base.extras.set_many({key: record.get(key) for key in EXTRA_KEYS})
         self.out("evaluation", node.outputs.results)
         return None
 

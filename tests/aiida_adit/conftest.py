@@ -180,3 +180,100 @@ def generate_workchain():
         return instantiate_process(get_manager().get_runner(), WorkflowFactory(entry_point), **inputs)
 
     return factory
+
+
+# --------------------------------------------------------------------------- production services
+
+POSTGRES = ("127.0.0.1", 5432)
+RABBITMQ = ("127.0.0.1", 5672)
+
+
+def service_reachable(address: tuple[str, int], timeout: float = 1.0) -> bool:
+    """Whether a TCP service answers at ``address`` (host, port)."""
+    import socket
+
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_storage_config(tmp_path_factory):
+    """A fresh PostgreSQL database on the local server (user ``postgres``, trust auth) for one test session.
+
+    Skips with the reason when the server is unreachable; drops the database at the end.
+    """
+    if not service_reachable(POSTGRES):
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES[0]}:{POSTGRES[1]}")
+    import secrets
+
+    import psycopg
+
+    name = f"adit_test_{secrets.token_hex(6)}"
+    dsn = f"host={POSTGRES[0]} port={POSTGRES[1]} user=postgres dbname=postgres"
+    try:
+        with psycopg.connect(dsn, autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        pytest.skip(f"cannot create a PostgreSQL database as user postgres: {exc}")
+    yield {
+        "database_engine": "postgresql_psycopg",
+        "database_hostname": POSTGRES[0],
+        "database_port": POSTGRES[1],
+        "database_username": "postgres",
+        "database_password": "",
+        "database_name": name,
+        "repository_uri": tmp_path_factory.mktemp("psql_repository").as_uri(),
+    }
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def production_profile(aiida_config, postgres_storage_config):
+    """A stored test profile on PostgreSQL + RabbitMQ (not loaded; see ``on_production_profile``)."""
+    import secrets
+
+    from aiida.manage.configuration import create_profile
+
+    if not service_reachable(RABBITMQ):
+        pytest.skip(f"RabbitMQ is not reachable at {RABBITMQ[0]}:{RABBITMQ[1]}")
+    broker = {
+        "broker_protocol": "amqp",
+        "broker_username": "guest",
+        "broker_password": "guest",
+        "broker_host": RABBITMQ[0],
+        "broker_port": RABBITMQ[1],
+        "broker_virtual_host": "",
+    }
+    profile = create_profile(
+        aiida_config,
+        storage_backend="core.psql_dos",
+        storage_config=postgres_storage_config,
+        broker_backend="core.rabbitmq",
+        broker_config=broker,
+        name=f"adit-production-{secrets.token_hex(4)}",
+        email="test@localhost",
+        is_test_profile=True,
+    )
+    profile.set_option("warnings.development_version", False)
+    aiida_config.update_profile(profile)
+    aiida_config.store()
+    yield profile
+
+
+@pytest.fixture
+def on_production_profile(production_profile):
+    """Load the PostgreSQL + RabbitMQ profile for one test, emptied first; the SQLite test profile comes back after."""
+    from aiida.manage import get_manager
+    from aiida.manage.configuration import profile_context
+    from aiida.orm import User
+
+    with profile_context(production_profile, allow_switch=True) as profile:
+        manager = get_manager()
+        manager.get_profile_storage()._clear()
+        manager.reset_profile()
+        User(email=profile.default_user_email or "test@localhost").store()
+        yield profile

@@ -35,6 +35,8 @@ def test_train_vae_command_and_settings_file(adit_code, generate_calc_job):
         "settings.json",
         "--max-steps",
         "5",
+        "--max-minutes",
+        "8",  # 600 s walltime less a 120 s margin to save the checkpoint
     ]
     assert "metrics.json" in " ".join(calc_info.retrieve_list)
     assert EXIT_STATUS_NAME in calc_info.retrieve_list
@@ -171,6 +173,7 @@ def test_evaluate_writes_structures_in_label_order(adit_code, generate_calc_job)
         "structures": structures,
         "kind": orm.Str("molecule"),
         "reference": orm.Str("qm9"),
+        "parameters": orm.Dict({"workers": 1, "no_posebusters": True}),
         "metadata": {"options": OPTIONS},
     }
     folder, calc_info = generate_calc_job("adit.evaluate", inputs)
@@ -186,7 +189,12 @@ def test_evaluate_writes_structures_in_label_order(adit_code, generate_calc_job)
         "evaluation.json",
         "--reference",
         "qm9",
+        "--no-posebusters",
+        "--workers",
+        "1",
     ]
+    with pytest.raises(ValueError, match="not an `adit evaluate` option"):
+        generate_calc_job("adit.evaluate", {**inputs, "parameters": orm.Dict({"threads": 2})})
     crystal = {"x": atoms_to_structure(bulk("NaCl", "rocksalt", a=5.64))}
     with pytest.raises(ValueError, match="not both"):
         generate_calc_job(

@@ -1,0 +1,120 @@
+"""Provenance queries on real MP-20 structures, on SQLite and (when reachable) PostgreSQL.
+
+The graph mirrors what adit.generate leaves: two adit.sample CalcJobs (one per
+checkpoint) creating StructureData, a work chain returning the first one's
+structures, a group holding the second one's, and extras as the work chains set
+them. ``e_above_hull`` uses the Materials Project value of each MP-20 row.
+"""
+
+import pathlib
+
+import pytest
+from aiida import orm
+from aiida.common import LinkType
+from aiida.plugins.entry_point import format_entry_point_string
+
+from adit_torch.errors import ConfigError
+from adit_torch.io import read_systems
+from aiida_adit.data.checkpoint import CheckpointData
+from aiida_adit.queries import generated_structures, structures
+from aiida_adit.structures import atoms_to_structure
+
+MP20 = pathlib.Path(__file__).resolve().parent.parent / "fixtures" / "mp20"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    """Run on the SQLite test profile, then on a PostgreSQL profile (skipped when unreachable)."""
+    if request.param == "postgres":
+        request.getfixturevalue("on_production_profile")
+    else:
+        request.getfixturevalue("aiida_profile_clean")
+    return request.param
+
+
+@pytest.fixture
+def graph(backend, make_checkpoint, aiida_computer_local):
+    """Build the provenance graph; returns the nodes and the MP-20 systems behind them."""
+    systems = read_systems(MP20 / "mp_20_pilot_train.csv.gz") + read_systems(MP20 / "mp_20_pilot_val.csv.gz")
+    computer = aiida_computer_local(label=f"localhost-{backend}")
+    checkpoints = [
+        CheckpointData(file=str(make_checkpoint("dit", seed=seed, name=f"{backend}-{seed}.safetensors"))).store()
+        for seed in (1, 2)
+    ]
+    halves = [systems[:4], systems[4:]]
+    calcs, made = [], []
+    for checkpoint, half in zip(checkpoints, halves):
+        calc = orm.CalcJobNode(
+            computer=computer, process_type=format_entry_point_string("aiida.calculations", "adit.sample")
+        )
+        calc.base.links.add_incoming(checkpoint, link_type=LinkType.INPUT_CALC, link_label="checkpoint")
+        calc.store()
+        nodes = []
+        for index, system in enumerate(half):
+            node = atoms_to_structure(system.to_ase())
+            node.base.links.add_incoming(calc, link_type=LinkType.CREATE, link_label=f"structures__sample_{index:05d}")
+            node.store()
+            node.base.extras.set_many(
+                {
+                    "valid": index % 2 == 0,
+                    "formula": system.formula,
+                    "kind": "crystal",
+                    "elements": sorted(set(node.get_symbols_set())),
+                    "e_above_hull": system.info["e_above_hull"],
+                }
+            )
+            nodes.append(node)
+        calcs.append(calc)
+        made.append(list(zip(nodes, half)))
+    work = orm.WorkChainNode(process_type=format_entry_point_string("aiida.workflows", "adit.generate"))
+    work.store()
+    for index, (node, _) in enumerate(made[0]):
+        node.base.links.add_incoming(work, link_type=LinkType.RETURN, link_label=f"structures__sample_{index:05d}")
+    group = orm.Group(label=f"generated-{backend}").store()
+    group.add_nodes([node for node, _ in made[1]])
+    return {"checkpoints": checkpoints, "work": work, "group": group, "made": made}
+
+
+def _pks(query):
+    return {node.pk for node in structures(query)}
+
+
+def _check_origin(graph):
+    first = {node.pk for node, _ in graph["made"][0]}
+    second = {node.pk for node, _ in graph["made"][1]}
+    assert _pks(generated_structures(workchain=graph["work"])) == first
+    assert _pks(generated_structures(checkpoint=graph["checkpoints"][1])) == second
+    assert _pks(generated_structures(group=graph["group"].label)) == second
+    assert _pks(generated_structures()) == first | second
+
+
+def _check_extras(graph):
+    pairs = graph["made"][0] + graph["made"][1]
+    valid = {node.pk for node, _ in pairs if node.base.extras.get("valid")}
+    assert valid and _pks(generated_structures(valid=True)) == valid
+    node, system = pairs[2]
+    assert _pks(generated_structures(formula=system.formula)) == {n.pk for n, s in pairs if s.formula == system.formula}
+    with_oxygen = {n.pk for n, s in pairs if 8 in set(s.numbers.tolist())}
+    assert with_oxygen and _pks(generated_structures(elements=["O"])) == with_oxygen
+    with_li_and_o = {n.pk for n, s in pairs if {3, 8} <= set(s.numbers.tolist())}
+    assert _pks(generated_structures(elements=["Li", "O"])) == with_li_and_o
+    assert _pks(generated_structures(kind="molecule")) == set()
+
+
+def _check_energy_above_hull(graph):
+    pairs = graph["made"][0] + graph["made"][1]
+    threshold = sorted(s.info["e_above_hull"] for _, s in pairs)[len(pairs) // 2]
+    expected = {n.pk for n, s in pairs if s.info["e_above_hull"] <= threshold}
+    assert 0 < len(expected) < len(pairs)
+    assert _pks(generated_structures(max_e_above_hull=threshold)) == expected
+    combined = {n.pk for n, s in graph["made"][0] if s.info["e_above_hull"] <= threshold and n.base.extras.get("valid")}
+    assert _pks(generated_structures(workchain=graph["work"], valid=True, max_e_above_hull=threshold)) == combined
+
+
+def test_provenance_queries(graph):
+    """One graph per backend, every query checked against the data it was built from."""
+    _check_origin(graph)
+    _check_extras(graph)
+    _check_energy_above_hull(graph)
+    with pytest.raises(ConfigError, match="expected a CheckpointData"):
+        generated_structures(checkpoint=graph["work"].pk)
