@@ -198,7 +198,7 @@ def evaluate_crystals(
     ref_systems: list[AtomicSystem] = []
     if isinstance(reference, ReferenceIndex):
         index = reference
-        ref_systems = [s for bucket in reference.buckets.values() for s in bucket]
+        ref_systems = reference.systems
     elif reference is not False:
         if reference is None:
             ref_systems, default_name = default_crystal_reference()

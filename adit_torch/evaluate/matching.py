@@ -14,7 +14,8 @@ Speed without changing the answer:
   called with ``skip_structure_reduction=True`` (what ``group_structures``
   does internally); reference structures are reduced only when a candidate
   shares their composition;
-* buckets are independent tasks spread over a process pool.
+* buckets are independent tasks spread over a process pool;
+* reduced reference cells are cached on disk (:class:`ReferenceIndex`).
 
 Unlike the ADiT evaluator, which compared *unreduced* structures when testing
 novelty, both sides are reduced here, as ``StructureMatcher.fit`` does by default.
@@ -22,9 +23,11 @@ novelty, both sides are reduced here, as ``StructureMatcher.fit`` does by defaul
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -60,11 +63,15 @@ def _bucket_task(task):
     """Group one composition bucket and test its groups for novelty.
 
     Args:
-        task: ``(candidate_systems, reference_systems_or_None)``.
+        task: ``(candidate_systems, references)`` where ``references`` is
+            ``None`` (no novelty) or a list of ``(reference_index, system,
+            reduced_system_or_None)``.
 
     Returns:
-        ``(labels, novel)``: a group label per candidate (0, 1, ... in order of
-        first appearance) and a novelty flag per group (``None`` without reference).
+        ``(labels, novel, newly_reduced)``: a group label per candidate (0, 1, ...
+        in order of first appearance), a novelty flag per group (``None``
+        without reference) and ``{reference_index: reduced AtomicSystem}`` for
+        the references reduced here (for the cache).
     """
     candidates, references = task
     matcher = _matcher()
@@ -80,17 +87,25 @@ def _bucket_task(task):
             if labels[j] < 0 and matcher.fit(structure, reduced[j], skip_structure_reduction=True):
                 labels[j] = labels[i]
     if references is None:
-        return labels, [None] * len(reps)
+        return labels, [None] * len(reps), {}
     novel = []
+    newly: dict[int, AtomicSystem] = {}
     reduced_refs: list | None = None
     for i in reps:
         if not references:
             novel.append(True)
             continue
         if reduced_refs is None:
-            reduced_refs = [_reduce(_structure(s)) for s in references]
+            reduced_refs = []
+            for k, system, done in references:
+                if done is None:
+                    structure = _reduce(_structure(system))
+                    newly[k] = AtomicSystem.from_pymatgen(structure)
+                    reduced_refs.append(structure)
+                else:
+                    reduced_refs.append(_structure(done))
         novel.append(not any(matcher.fit(reduced[i], r, skip_structure_reduction=True) for r in reduced_refs))
-    return labels, novel
+    return labels, novel, newly
 
 
 def _indexed_bucket_task(item):
@@ -98,24 +113,80 @@ def _indexed_bucket_task(item):
     return k, _bucket_task(task)
 
 
+def _cache_dir() -> Path:
+    return Path(os.environ.get("ADIT_CACHE_DIR", Path.home() / ".cache" / "aiida-adit")) / "evaluate"
+
+
 class ReferenceIndex:
-    """Reference crystals bucketed by reduced composition (built once, reused across evaluations).
+    """Reference crystals bucketed by reduced composition, with their reduced cells cached.
+
+    A reference crystal is reduced (primitive, Niggli) the first time a
+    candidate shares its composition; reduced cells are kept in memory and, with
+    ``cache=True``, in ``$ADIT_CACHE_DIR/evaluate`` (keyed by a hash of the
+    reference), so later evaluations against the same reference skip that work.
 
     Args:
         systems: reference crystals (``AtomicSystem``), e.g. the MP-20 training split.
         name: a description for reports (``"mp20:train"``).
+        cache: keep reduced cells on disk.
     """
 
-    def __init__(self, systems: Sequence[AtomicSystem], name: str = "reference"):
+    def __init__(self, systems: Sequence[AtomicSystem], name: str = "reference", cache: bool = True):
         self.name = name
-        self.size = len(systems)
-        self.buckets: dict[str, list[AtomicSystem]] = defaultdict(list)
-        for system in systems:
-            self.buckets[composition_key(system.numbers)].append(system)
+        self.systems = list(systems)
+        self.size = len(self.systems)
+        self.buckets: dict[str, list[int]] = defaultdict(list)
+        digest = hashlib.sha256()
+        for k, system in enumerate(self.systems):
+            self.buckets[composition_key(system.numbers)].append(k)
+            digest.update(system.numbers.tobytes())
+            digest.update(np.round(system.positions, 4).tobytes())
+            digest.update(np.round(system.lattice, 4).tobytes())
+        self.path = _cache_dir() / f"reduced_reference_{digest.hexdigest()[:24]}.npz" if cache else None
+        self.reduced: dict[int, AtomicSystem] = self._load()
+        self._dirty = False
 
-    def get(self, key: str) -> list[AtomicSystem]:
-        """Reference crystals with reduced composition ``key`` (possibly empty)."""
-        return self.buckets.get(key, [])
+    def get(self, key: str) -> list[tuple[int, AtomicSystem, AtomicSystem | None]]:
+        """``(index, system, reduced_or_None)`` of the reference crystals with reduced composition ``key``."""
+        return [(k, self.systems[k], self.reduced.get(k)) for k in self.buckets.get(key, [])]
+
+    def add_reduced(self, reduced: dict[int, AtomicSystem]) -> None:
+        """Remember reduced cells computed by a matching task."""
+        if reduced:
+            self.reduced.update(reduced)
+            self._dirty = True
+
+    def _load(self) -> dict[int, AtomicSystem]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            with np.load(self.path) as data:
+                index, offsets = data["index"], data["offsets"]
+                numbers, frac, lattices = data["numbers"], data["frac"], data["lattices"]
+        except (OSError, ValueError, KeyError):
+            return {}  # a damaged cache is rebuilt
+        return {int(k): AtomicSystem.from_fractional(numbers[a:b], frac[a:b], lattices[i])
+                for i, (k, a, b) in enumerate(zip(index, offsets[:-1], offsets[1:]))}
+
+    def save(self) -> None:
+        """Write the reduced cells to the cache (temporary name, then rename) if anything was added."""
+        if self.path is None or not self._dirty or not self.reduced:
+            return
+        keys = sorted(self.reduced)
+        systems = [self.reduced[k] for k in keys]
+        offsets = np.concatenate([[0], np.cumsum([s.num_atoms for s in systems])])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}.npz")
+        try:
+            np.savez(tmp, index=np.array(keys), offsets=offsets,
+                     numbers=np.concatenate([s.numbers for s in systems]),
+                     frac=np.concatenate([s.frac_coords for s in systems]),
+                     lattices=np.stack([s.lattice for s in systems]))
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self._dirty = False
 
 
 def _run(tasks, workers: int, progress: bool, desc: str):
@@ -172,6 +243,10 @@ def unique_and_novel(
         for key in bucket_keys
     ]
     results = _run(tasks, workers, progress, "uniqueness/novelty")
+    if reference is not None:
+        for result in results:
+            reference.add_reduced(result[2])
+        reference.save()
     # translate bucket-local labels into global groups numbered by first appearance
     local = np.empty(len(systems), dtype=np.int64)
     bucket_of = np.empty(len(systems), dtype=np.int64)

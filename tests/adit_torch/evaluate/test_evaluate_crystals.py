@@ -136,3 +136,13 @@ def test_fixture_file_evaluation_end_to_end():
     assert report["novelty"] == pytest.approx(9 / 11)
     assert report["distributions"]["num_reference"] == 12
     assert 0 <= report["distributions"]["tv_elements"] <= 1
+
+
+def test_reduced_reference_cells_are_cached_and_give_the_same_answer(mp20_test, mp20_train):
+    candidates = mp20_test[:6] + mp20_train[:2]
+    first = unique_and_novel(candidates, ReferenceIndex(mp20_train), workers=1)
+    index = ReferenceIndex(mp20_train)
+    assert index.path.exists() and len(index.reduced) >= 2  # at least the two training crystals' buckets
+    second = unique_and_novel(candidates, index, workers=1)
+    assert first[0].tolist() == second[0].tolist() and first[1] == second[1]
+    assert first[1][-1] is False
