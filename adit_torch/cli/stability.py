@@ -4,14 +4,14 @@
 of FILE (extxyz, CSV with a ``cif`` column, CIF file or folder) with CHGNet by
 default. RELAXED.extxyz holds the kept structures (converged, or flagged
 ``converged=False`` at the step limit), each with ``index`` (its position in
-FILE), ``relaxed_from`` (its id), ``energy`` (eV) and ``relax_status``; OUT.json
+FILE), ``relaxed_from`` (its id), ``total_energy`` (eV) and ``relax_status``; OUT.json
 lists every input with its status and, for failures, the reason. Both files
 are rewritten atomically every ``--save-every`` structures, and ``--resume``
 continues an interrupted run.
 
 ``adit hull FILE --reference offline|mp2023|PATH --json OUT.json`` computes the
-energy above hull (eV/atom) of every crystal of FILE, taking ``energy`` from
-the file when present (as written by ``adit relax``) and a static prediction
+energy above hull (eV/atom) of every crystal of FILE, taking ``total_energy``
+from the file when present (as written by ``adit relax``) and a static prediction
 of the potential otherwise, then stable / metastable (and, with
 ``--evaluation``, S.U.N. / M.S.U.N.) rates.
 """

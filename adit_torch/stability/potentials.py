@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -119,6 +120,8 @@ class CHGNetPotential(Potential):
             except ValueError as exc:
                 raise ConfigError(f"unknown CHGNet model {self.model_name!r}: {exc}") from None
             self._model.graph_converter.set_isolated_atom_response("error")
+            # CHGNet's own forward pass emits this harmless warning on every call
+            warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
         return self._model
 
     def describe(self) -> dict:

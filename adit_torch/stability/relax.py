@@ -39,7 +39,7 @@ class RelaxResult:
         status: one of :data:`STATUSES`.
         reason: why a structure exploded or failed (empty otherwise).
         system: the relaxed crystal (``None`` when exploded or failed); its
-            ``info`` carries the energy and the flags.
+            ``info`` carries ``total_energy`` (eV) and the flags.
         initial_energy / energy: total energies before and after, eV.
         max_force: largest final per-atom force norm, eV/Å.
         stress: final stress ``(3, 3)``, eV/Å^3.
@@ -195,7 +195,8 @@ def relax_system(system: AtomicSystem, potential: Potential | None = None, *, fm
     result.volume_ratio = float(final.volume / system.volume)
     result.min_distance = float(final.min_distance())
     final.info.update({
-        "energy": energy, "energy_per_atom": energy / final.num_atoms, "max_force": result.max_force,
+        # not "energy": ASE's extxyz reader turns that key into a calculator result and drops it from info
+        "total_energy": energy, "energy_per_atom": energy / final.num_atoms, "max_force": result.max_force,
         "converged": reached, "relax_status": result.status, "relax_steps": result.steps,
         "relaxed_from": label, "potential": potential.name,
     })

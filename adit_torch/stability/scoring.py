@@ -19,7 +19,7 @@ from adit_torch.stability.rates import METASTABLE_THRESHOLD, STABLE_THRESHOLD, c
 
 
 def _file_energy(system) -> float | None:
-    value = system.info.get("energy")
+    value = system.info.get("total_energy")
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -43,7 +43,7 @@ def score_structures(entries: Sequence, hull: ReferenceHull, potential: Potentia
 
     Args:
         entries: ``AtomicSystem`` objects or unreadable placeholders (with ``reason``), length K.
-            An ``info['energy']`` (total eV) is used as is; otherwise the
+            An ``info['total_energy']`` (eV, as written by ``adit relax``) is used as is; otherwise the
             potential predicts a static energy (batched).
         hull: the reference hull.
         potential: used for structures without an energy.
