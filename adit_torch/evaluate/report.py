@@ -143,14 +143,14 @@ def format_table(report: dict[str, Any]) -> str:
              report["compositional_validity"], f"{c['compositionally_valid']}/{n}"),
             ("validity (both)", report["validity"], f"{c['valid']}/{n}"),
             ("uniqueness (of valid)", report["uniqueness"], f"{c['unique']}/{c['valid']}"),
-            ("novelty (of unique)", report["novelty"], f"{c['novel']}/{c['unique']}"),
+            ("novelty (of unique)", report["novelty"], f"{c['novel']}/{c['unique']}" if c["novel"] is not None else ""),
         ]
     else:
         rows = [
             ("validity (OpenBabel PDB -> RDKit)", report["validity"], f"{c['valid']}/{n}"),
             ("validity, strict (DetermineBonds)", report["validity_strict"], f"{c['valid_strict']}/{n}"),
             ("uniqueness (of valid)", report["uniqueness"], f"{c['unique']}/{c['valid']}"),
-            ("novelty (of valid)", report["novelty"], f"{c['novel']}/{c['valid']}"),
+            ("novelty (of valid)", report["novelty"], f"{c['novel']}/{c['valid']}" if c["novel"] is not None else ""),
             ("atom stability (EDM)", report["atom_stability"], f"{c['stable_atoms']}/{c['atoms']}"),
             ("molecule stability (EDM)", report["molecule_stability"], f"{c['stable_molecules']}/{n}"),
         ]
