@@ -139,6 +139,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     elapsed = time.time() - t0 - t_load
     summary = {
         "num_requested": num_samples, "num_written": len(systems), "kind": kind,
+        "num_lattice_repaired": sum(bool(s.info.get("lattice_repaired")) for s in systems),
         "settings": {"checkpoint": str(path), "steps": steps or flow_cfg.steps,
                      "cfg_scale": flow_cfg.cfg_scale if cfg_scale is None else cfg_scale, "seed": seed,
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),

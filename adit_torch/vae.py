@@ -177,6 +177,23 @@ class VAE(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def cell_volume_factor(angles_deg: np.ndarray) -> float:
+    """``V / (a b c)`` of a cell with these angles (degrees); <= 0 means no such cell exists."""
+    c = np.cos(np.radians(angles_deg))
+    return float(np.sqrt(max(0.0, 1 - (c ** 2).sum() + 2 * c.prod())))
+
+
+def valid_angles(angles_deg: np.ndarray, min_factor: float = 0.05) -> tuple[np.ndarray, bool]:
+    """Angles (degrees) of a real, non-flat cell: the decoded ones when they form one, else the
+    decoded ones pulled towards 90 degrees just far enough; returns ``(angles, repaired)``."""
+    angles_deg = np.nan_to_num(np.asarray(angles_deg, dtype=np.float64), nan=90.0)
+    for lam in np.linspace(1.0, 0.0, 21):
+        cand = 90.0 + lam * (angles_deg - 90.0)
+        if cell_volume_factor(cand) >= min_factor and np.all((cand > 0) & (cand < 180)):
+            return cand, lam < 1.0
+    return np.full(3, 90.0), True
+
+
 def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
                          periodic: torch.Tensor) -> list[AtomicSystem]:
     """Read decoder outputs (see :meth:`VAE.decode`) into :class:`AtomicSystem` objects."""
@@ -193,8 +210,11 @@ def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
         m = masks[i]
         n = int(m.sum())
         if pers[i]:
-            length = np.abs(lengths[i]) * n ** (1.0 / 3.0)
-            s = AtomicSystem.from_parameters(types[i][m], frac[i][m], length, angles[i])
+            length = np.maximum(np.abs(lengths[i]), 1e-3) * n ** (1.0 / 3.0)
+            ang, repaired = valid_angles(angles[i])
+            s = AtomicSystem.from_parameters(types[i][m], frac[i][m], length, ang)
+            if repaired:
+                s.info["lattice_repaired"] = True
         else:
             s = AtomicSystem(types[i][m], pos[i][m])
         systems.append(s)

@@ -7,7 +7,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from adit_torch.batching import collate
 from adit_torch.config import VAEConfig
-from adit_torch.vae import VAE, corrupt, wrap_diff
+from adit_torch.vae import VAE, cell_volume_factor, corrupt, valid_angles, wrap_diff
 
 
 def tiny(**kw):
@@ -85,3 +85,12 @@ def test_untrained_vae_does_not_reconstruct():
     crystals = mp20_systems(4)
     rec = VAE(tiny()).eval().reconstruct(collate(crystals))
     assert not all((o.numbers == r.numbers).all() for o, r in zip(crystals, rec))
+
+
+def test_impossible_decoded_cells_are_repaired_and_flagged():
+    ok, repaired = valid_angles(np.array([80.0, 95.0, 100.0]))
+    assert not repaired and np.allclose(ok, [80, 95, 100])
+    bad = np.array([30.0, 30.0, 150.0])  # no such cell
+    assert cell_volume_factor(bad) == 0.0
+    fixed, repaired = valid_angles(bad)
+    assert repaired and cell_volume_factor(fixed) >= 0.05
