@@ -117,7 +117,8 @@ class RunLog:
         for ax, title in zip(axes, ("training loss (parts)", "validation")):
             ax.set_xlabel("step")
             ax.set_title(title)
-            ax.legend(fontsize=7)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.tight_layout()
         tmp = self.out_dir / ".curves.tmp.png"
         fig.savefig(tmp, dpi=90)

@@ -1,5 +1,7 @@
 """Sampling: atom-count histogram, padding-free buckets, determinism, decoding to systems."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from adit_torch.config import DiTConfig, FlowConfig, VAEConfig
 from adit_torch.dit import DiT
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.sample import draw_num_atoms, sample_systems, size_buckets
+from adit_torch.sample import draw_num_atoms, sample_checkpoint, sample_systems, size_buckets
 from adit_torch.vae import VAE
 
 STATS = {"num_atoms_hist": {"crystal": {"2": 10, "5": 30}, "molecule": {"9": 1}},
@@ -65,3 +67,12 @@ def test_sampling_errors(models):
         sample_systems(dit, vae, FlowConfig(), stats, "polymer", 2, progress=False)
     with pytest.raises(ConfigError):
         sample_systems(dit, vae, FlowConfig(), stats, "crystal", 2, steps=0, progress=False)
+
+
+def test_shipped_tiny_checkpoint_samples_both_kinds():
+    """tests/fixtures/checkpoints/tiny_dit.safetensors (trained on the fixtures) samples on its own."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints" / "tiny_dit.safetensors"
+    for kind in ("crystal", "molecule"):
+        systems, summary = sample_checkpoint(path, kind, 4, steps=3, seed=0, progress=False)
+        assert summary["num_written"] == 4 and len(systems) == 4
+        assert all(s.is_periodic == (kind == "crystal") for s in systems)
