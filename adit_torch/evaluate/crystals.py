@@ -239,5 +239,5 @@ def evaluate_crystals(
         "novelty": "novel groups / groups; a group is novel when its first member matches no reference crystal",
         "spacegroup_symprec": 0.1,
     }
-    return crystal_report(records, group, novel, protocol,
+    return crystal_report(records, novel, protocol,
                           None if index is None else {"name": index.name, "size": index.size}, distributions)

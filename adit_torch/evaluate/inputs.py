@@ -127,11 +127,11 @@ def read_for_evaluation(path, kind: str | None = None) -> list[AtomicSystem | Un
         order.sort()  # a folder of CIFs is read in sorted file order
     out: list[AtomicSystem | Unreadable] = []
     for source in order:
-        out.extend(_interleave(source, by_source[source], skipped_by_source.get(source, []), kind))
+        out.extend(_interleave(source, by_source[source], skipped_by_source.get(source, [])))
     return out
 
 
-def _interleave(source: str, readable: list, skipped: list, kind: str | None) -> list:
+def _interleave(source: str, readable: list, skipped: list) -> list:
     """Put the re-read skipped entries of one file back at their positions among the readable ones."""
     if not skipped:
         return list(readable)
@@ -143,13 +143,13 @@ def _interleave(source: str, readable: list, skipped: list, kind: str | None) ->
             raise DataFormatError(f"{source}: cannot place the rejected entry {entry.where!r}")
         base = 1 if match.group(1) == "row" else 0
         position = int(match.group(2))
-        slots[position] = _reread(Path(source), match.group(1), position, entry.reason, kind)
+        slots[position] = _reread(Path(source), match.group(1), position, entry.reason)
     total = len(readable) + len(skipped)
     it = iter(readable)
     return [slots[p] if p in slots else next(it) for p in range(base, base + total)]
 
 
-def _reread(path: Path, unit: str, position: int, reason: str, kind: str | None) -> AtomicSystem | Unreadable:
+def _reread(path: Path, unit: str, position: int, reason: str) -> AtomicSystem | Unreadable:
     """Read one rejected entry without validation; an :class:`Unreadable` when it has no usable atoms."""
     from adit_torch import io
 

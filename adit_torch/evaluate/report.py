@@ -63,8 +63,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def crystal_report(records, group, novel, protocol, reference, distributions) -> dict[str, Any]:
-    """Assemble the crystal report from per-structure records and the matching result."""
+def crystal_report(records, novel, protocol, reference, distributions) -> dict[str, Any]:
+    """Assemble the crystal report from per-structure records and the novelty flag of each group."""
     n = len(records)
     n_struct = sum(r["structurally_valid"] for r in records)
     n_comp = sum(r["compositionally_valid"] for r in records)
