@@ -99,3 +99,22 @@ def test_write_json_refuses_nan_and_keeps_the_old_file(tmp_path):
         write_json(path, {"a": float("nan")})
     assert json.loads(path.read_text()) == {"a": 1}
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_folder_of_cifs_and_sdf_keep_broken_entries_in_place(tmp_path):
+    from adit_torch.evaluate import read_for_evaluation
+    from adit_torch.io import write_systems
+
+    crystals = read_for_evaluation(FIXTURES / "crystals.csv")[:3]
+    folder = tmp_path / "cifs"
+    for name, system in zip(("a", "c", "d"), crystals):
+        write_systems(folder / f"{name}.cif", [system])
+    (folder / "b.cif").write_text("not a CIF at all\n")
+    systems = read_for_evaluation(folder)
+    assert [type(s).__name__ for s in systems] == ["AtomicSystem", "Unreadable", "AtomicSystem", "AtomicSystem"]
+    assert systems[1].info["id"].startswith("b.cif") and "does not parse" in systems[1].reason
+    molecules = read_for_evaluation(FIXTURES / "molecules.extxyz")
+    write_systems(tmp_path / "m.sdf", molecules)
+    again = read_for_evaluation(tmp_path / "m.sdf")
+    assert len(again) == len(molecules) == 14
+    assert [s.num_atoms for s in again] == [s.num_atoms for s in molecules]
