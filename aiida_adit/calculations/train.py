@@ -35,6 +35,8 @@ DEVICES = ("cpu", "cuda")
 RUN_DIR = "run"
 SETTINGS_NAME = "settings.json"
 PARENT_NAME = "parent.safetensors"
+#: Sections of ``settings.json`` passed through as they are (model and flow hyperparameters).
+SECTIONS = ("train", "vae", "dit", "flow")
 #: Keys of ``settings`` passed as command-line flags; every other key goes to ``settings.json``.
 FLAG_KEYS = ("stage", "dataset", "size", "max_steps", "max_minutes", "device")
 #: Seconds of the walltime kept free for writing the checkpoint when ``max_minutes`` is derived from it.
@@ -46,6 +48,9 @@ _POSITIVE_FLOATS = ("lr", "max_minutes")
 def validate_settings(value: orm.Dict, _) -> str | None:
     """Reject impossible training settings before anything is submitted."""
     settings = value.get_dict()
+    for section in SECTIONS:
+        if section in settings and not isinstance(settings[section], dict):
+            return f"`settings.{section}` is {settings[section]!r}; expected a mapping of {section} settings"
     stage = settings.get("stage")
     if stage not in STAGES:
         return f"`settings.stage` is {stage!r}; expected one of {', '.join(STAGES)}"
@@ -58,25 +63,30 @@ def validate_settings(value: orm.Dict, _) -> str | None:
     device = settings.get("device", "cpu")
     if device not in DEVICES:
         return f"`settings.device` is {device!r}; expected one of {', '.join(DEVICES)}"
+    train = {**settings.get("train", {}), **settings}
     for key in _POSITIVE_INTS:
-        if key in settings:
-            number = settings[key]
+        if key in train:
+            number = train[key]
             if isinstance(number, bool) or not isinstance(number, numbers.Integral) or number <= 0:
                 return f"`settings.{key}` is {number!r}; expected a positive integer"
     for key in _POSITIVE_FLOATS:
-        if key in settings:
-            number = settings[key]
+        if key in train:
+            number = train[key]
             if isinstance(number, bool) or not isinstance(number, numbers.Real) or not 0 < number < float("inf"):
                 return f"`settings.{key}` is {number!r}; expected a positive number"
     return None
 
 
-def validate_inputs(inputs, _) -> str | None:
-    """Cross-input checks: one source of data, a VAE for a DiT run, matching checkpoint kinds."""
+def validate_inputs(inputs, ctx) -> str | None:
+    """Cross-input checks: one source of data, a VAE for a DiT run, matching checkpoint kinds.
+
+    When a work chain exposes these inputs without ``parent_checkpoint`` (it provides the
+    checkpoint itself), the checks that need it are skipped.
+    """
     if "dataset" in inputs and "dataset_remote" in inputs:
         return "give either `dataset` (FolderData) or `dataset_remote` (RemoteData), not both"
     settings = inputs.get("settings")
-    if settings is None:
+    if settings is None or "parent_checkpoint" not in ctx:
         return None
     stage = settings.get("stage")
     parent = inputs.get("parent_checkpoint")
@@ -100,7 +110,8 @@ class AditTrainCalculation(AditCalculation):
             valid_type=orm.Dict,
             validator=validate_settings,
             help="Training settings: `stage` (vae|dit), `dataset` (mp20|qm9|joint), `size` (XS...), `max_steps`, "
-            "`device` (cpu|cuda) become flags; every other key (batch_size, lr, ...) goes to settings.json.",
+            "`max_minutes`, `device` (cpu|cuda) become flags; other keys (batch_size, lr, ...) go to the `train` "
+            "section of settings.json; `train`, `vae`, `dit`, `flow` mappings are passed as sections.",
         )
         spec.input(
             "dataset",
@@ -149,7 +160,9 @@ class AditTrainCalculation(AditCalculation):
         """Write ``settings.json`` and build the ``adit train-<stage>`` command line."""
         settings = self.inputs.settings.get_dict()
         stage = settings["stage"]
-        file_settings = {key: value for key, value in settings.items() if key not in FLAG_KEYS}
+        file_settings = {key: settings[key] for key in SECTIONS if key in settings}
+        flat = {key: value for key, value in settings.items() if key not in FLAG_KEYS and key not in SECTIONS}
+        file_settings["train"] = {**file_settings.get("train", {}), **flat}
         handle = io.StringIO(json.dumps(file_settings, indent=2, sort_keys=True))
         folder.create_file_from_filelike(handle, SETTINGS_NAME, mode="w")
 

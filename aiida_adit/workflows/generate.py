@@ -63,16 +63,25 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
     def define(cls, spec):
         """Inputs, outline, outputs and exit codes of the generation pipeline."""
         super().define(spec)
-        optional = {"required": False, "populate_defaults": False}
+
+        def optional(**extra):
+            # a fresh dict for every namespace: `expose_inputs` consumes the options it is given
+            return {"required": False, "populate_defaults": False, **extra}
+
         parents = ("train.parent_checkpoint", "train.parent_folder")
-        spec.expose_inputs(AditTrainWorkChain, namespace="train_vae", exclude=parents, namespace_options=optional)
-        spec.expose_inputs(AditTrainWorkChain, namespace="train_dit", exclude=parents, namespace_options=optional)
+        for stage in ("train_vae", "train_dit"):
+            spec.expose_inputs(
+                AditTrainWorkChain,
+                namespace=stage,
+                exclude=parents,
+                namespace_options=optional(help=f"Inputs of the {stage[6:].upper()} training; leave out to skip it."),
+            )
         spec.expose_inputs(AditSampleWorkChain, namespace="sample", exclude=("sample.checkpoint",))
         spec.expose_inputs(
             AditEvaluateCalculation,
             namespace="evaluate",
             exclude=("samples", "structures", "kind"),
-            namespace_options={**optional, "help": "Inputs of the evaluation; leave out to skip it."},
+            namespace_options=optional(help="Inputs of the evaluation; leave out to skip it."),
         )
         spec.input("checkpoint", valid_type=CheckpointData, required=False, help="A DiT checkpoint to sample.")
         spec.input("vae_checkpoint", valid_type=CheckpointData, required=False, help="A VAE to train the DiT on.")
@@ -129,7 +138,8 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
         :param checkpoint: a DiT checkpoint: no training, sample it.
         :param vae_checkpoint: a VAE: train only the DiT.
         :param evaluate: run ``adit evaluate`` on the samples.
-        :param reference: reference set for novelty (SinglefileData or Str), if any.
+        :param reference: reference set for novelty (SinglefileData or Str); default: the
+            protocol's ``evaluate.reference``, else ``adit evaluate``'s own default.
         """
         values = cls.get_protocol_inputs(protocol, overrides)
         options = values.get("options", {})
@@ -156,10 +166,15 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
             builder.sample.sample.device = orm.Str(sample["device"])
         builder.sample.sample.metadata.options = options
         if evaluate:
+            settings = values.get("evaluate", {})
             builder.evaluate.code = code
             builder.evaluate.metadata.options = options
+            if reference is None and "reference" in settings:
+                reference = orm.Str(settings["reference"])
             if reference is not None:
                 builder.evaluate.reference = reference
+            if settings.get("parameters"):
+                builder.evaluate.parameters = orm.Dict(settings["parameters"])
         return builder
 
     def setup(self):

@@ -139,7 +139,7 @@ class AditMetastabilityWorkChain(WorkChain):
     def setup(self):
         """Resolve the hull and the sorted structure keys."""
         self.ctx.hull = self.inputs.hull if "hull" in self.inputs else ReferenceHullData.offline()
-        self.ctx.keys = sorted(self.inputs.structures)
+        self.ctx.structure_keys = sorted(self.inputs.structures)
 
     def use_engine(self):
         """Whether a common-workflows engine relaxes the structures."""
@@ -158,7 +158,7 @@ class AditMetastabilityWorkChain(WorkChain):
         engine = load_engine(self.inputs.engine.value)
         kwargs = self.inputs.engine_inputs.get_dict()
         calls = {}
-        for key in self.ctx.keys:
+        for key in self.ctx.structure_keys:
             builder = engine.get_input_generator().get_builder(structure=self.inputs.structures[key], **kwargs)
             builder.metadata.call_link_label = f"relax_{key}"
             calls[f"relax_{key}"] = self.submit(builder)
@@ -178,7 +178,7 @@ class AditMetastabilityWorkChain(WorkChain):
             self.ctx.potential = node.outputs.results.get("potential", {}).get("name")
         else:
             self.ctx.potential = self.inputs.engine.value
-            for key in self.ctx.keys:
+            for key in self.ctx.structure_keys:
                 node = self.ctx[f"relax_{key}"]
                 if not node.is_finished_ok:
                     self.report(f"relaxation of `{key}` ({node.process_label}<{node.pk}>) failed: {node.exit_status}")
@@ -223,7 +223,7 @@ class AditMetastabilityWorkChain(WorkChain):
         """Rates over every input structure (failures count as neither stable nor metastable)."""
         settings = orm.Dict(
             {
-                "keys": self.ctx.keys,
+                "keys": self.ctx.structure_keys,
                 "potential": self.ctx.potential,
                 "hull": self.ctx.hull.name,
                 "stable_threshold": self.inputs.stable_threshold.value,
@@ -234,6 +234,6 @@ class AditMetastabilityWorkChain(WorkChain):
         rates = stability_rates(settings, **extra, **self.ctx.e_hull, metadata={"call_link_label": "rates"})
         self.out("rates", rates)
         self.report(
-            f"stable {rates['counts']['stable']}/{len(self.ctx.keys)}, "
-            f"metastable {rates['counts']['metastable']}/{len(self.ctx.keys)} against {self.ctx.hull.name}"
+            f"stable {rates['counts']['stable']}/{len(self.ctx.structure_keys)}, "
+            f"metastable {rates['counts']['metastable']}/{len(self.ctx.structure_keys)} against {self.ctx.hull.name}"
         )

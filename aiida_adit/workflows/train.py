@@ -26,6 +26,15 @@ def default_train_value(size: str, key: str):
     return getattr(train_config(size), key)
 
 
+def _train_value(settings: dict, key: str):
+    """The effective training value ``key`` of ``settings``: flat key, ``train`` section, or the size default."""
+    if key in settings:
+        return settings[key]
+    if key in settings.get("train", {}):
+        return settings["train"][key]
+    return default_train_value(settings.get("size", "XS"), key)
+
+
 class AditTrainWorkChain(BaseRestartWorkChain):
     """Train one stage (VAE or DiT), recovering from out-of-memory, NaN loss and walltime."""
 
@@ -85,7 +94,7 @@ class AditTrainWorkChain(BaseRestartWorkChain):
     def handle_out_of_memory(self, node):
         """Halve the batch size and start the run again."""
         settings = self._settings()
-        batch = settings.get("batch_size") or default_train_value(settings.get("size", "XS"), "batch_size")
+        batch = _train_value(settings, "batch_size")
         smaller = batch // 2
         if smaller < self.inputs.min_batch_size.value:
             self.report(f"{self.ctx.process_name}<{node.pk}> ran out of memory with batch size {batch}: giving up")
@@ -98,7 +107,7 @@ class AditTrainWorkChain(BaseRestartWorkChain):
     def handle_nan_loss(self, node):
         """Lower the learning rate and resume from the last good state in the run folder."""
         settings = self._settings()
-        lr = settings.get("lr") or default_train_value(settings.get("size", "XS"), "lr")
+        lr = _train_value(settings, "lr")
         lower = lr * self.inputs.lr_factor.value
         self._set_settings(lr=lower)
         self.ctx.inputs.parent_folder = node.outputs.remote_folder

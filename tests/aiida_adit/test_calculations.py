@@ -21,7 +21,7 @@ def test_train_vae_command_and_settings_file(adit_code, generate_calc_job):
     folder, calc_info = generate_calc_job("adit.train", inputs)
 
     written = json.loads((folder / "settings.json").read_text())
-    assert written == {"batch_size": 16, "lr": 1e-3}
+    assert written == {"train": {"batch_size": 16, "lr": 1e-3}}
     cmdline = calc_info.codes_info[0].cmdline_params
     assert cmdline == [
         "train-vae",

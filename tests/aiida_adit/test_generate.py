@@ -1,0 +1,117 @@
+"""adit.generate for real on the embedded profile (SQLite storage, no broker, run in-process).
+
+A tiny model (width 32, one layer, a few steps on 64 QM9 molecules) is trained,
+sampled and evaluated by the real ``adit`` command through AiiDA; then the
+provenance, the extras, the group and the queries are checked. Also: a sample
+CalcJob with identical inputs is taken from the cache, and bad generate inputs are
+rejected before anything runs.
+"""
+
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_adit.data.checkpoint import CheckpointData
+from aiida_adit.queries import generated_structures, structures
+from aiida_adit.workflows.generate import AditGenerateWorkChain
+
+TINY = {
+    "max_steps": 4,
+    "max_train_systems": 64,
+    "batch_size": 16,
+    "log_every": 2,
+    "ckpt_every": 2,
+    "vae": {"d_model": 32, "num_layers": 1, "num_heads": 2},
+    "dit": {"d_model": 32, "num_layers": 1, "num_heads": 2},
+}
+
+
+@pytest.mark.slow
+def test_generate_trains_samples_evaluates_and_groups(aiida_profile_clean, adit_code):
+    code = adit_code("adit.sample")
+    overrides = {
+        "train_vae": {"settings": TINY},
+        "train_dit": {"settings": TINY},
+        "sample": {"num_samples": 3, "steps": 4},
+    }
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", overrides=overrides)
+    builder.group_label = orm.Str("tests/generate")
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+
+    # provenance: VAE -> DiT training -> the checkpoint sampled is the DiT trained here
+    dit, vae = results["checkpoint"], results["vae_checkpoint"]
+    assert (dit.kind, vae.kind) == ("dit", "vae")
+    assert dit.base.attributes.get("dataset") == "qm9"
+    train_dit = node.base.links.get_outgoing(link_label_filter="train_dit").one().node
+    assert train_dit.inputs.train.parent_checkpoint.pk == vae.pk
+    users = dit.base.links.get_outgoing(node_class=orm.CalcJobNode).all_nodes()
+    assert [c.process_type for c in users] == ["aiida.calculations:adit.sample"]
+
+    # three molecules, with extras copied from the evaluation records, in the group, found by the queries
+    generated = results["structures"]
+    assert len(generated) == 3
+    records = {r["index"]: r for r in node.outputs.evaluation.creator.outputs.per_structure["records"]}
+    for label, structure in generated.items():
+        record = records[int(label.split("_")[-1])]
+        assert structure.pbc == (False, False, False)
+        assert structure.base.extras.get("valid") is record["valid"]
+        assert structure.base.extras.get("formula") == record["formula"]
+        assert structure.base.extras.get("kind") == "molecule"
+    group = orm.load_group("tests/generate")
+    assert {n.pk for n in group.nodes} == {n.pk for n in generated.values()}
+    assert {n.pk for n in structures(generated_structures(workchain=node))} == {n.pk for n in generated.values()}
+    assert len(structures(generated_structures(checkpoint=dit))) == 3
+    valid = {n.pk for n in generated.values() if n.base.extras.get("valid")}
+    assert {n.pk for n in structures(generated_structures(workchain=node, valid=True))} == valid
+    assert node.outputs.evaluation["num_structures"] == 3
+
+
+def test_sample_with_identical_inputs_is_cached(aiida_profile_clean, adit_code, fixture_folder):
+    from aiida.manage.caching import enable_caching
+    from aiida.plugins import CalculationFactory
+
+    checkpoint = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
+    inputs = {
+        "code": adit_code("adit.sample"),
+        "checkpoint": checkpoint,
+        "num_samples": orm.Int(2),
+        "kind": orm.Str("molecule"),
+        "steps": orm.Int(3),
+        "seed": orm.Int(11),
+        "metadata": {"options": {"max_wallclock_seconds": 600}},
+    }
+    with enable_caching(identifier="aiida.calculations:adit.sample"):
+        _, first = run_get_node(CalculationFactory("adit.sample"), **inputs)
+        _, second = run_get_node(CalculationFactory("adit.sample"), **inputs)
+    assert first.is_finished_ok, first.exit_message
+    assert not first.base.caching.is_created_from_cache
+    assert second.base.caching.is_created_from_cache
+    assert second.base.caching.get_cache_source() == first.uuid
+    assert second.outputs.samples.get_content() == first.outputs.samples.get_content()
+    assert len(second.outputs.structures) == 2
+
+
+def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, make_checkpoint):
+    code = adit_code("adit.sample")
+    vae = CheckpointData(file=str(make_checkpoint("vae"))).store()
+    dit = CheckpointData(file=str(make_checkpoint("dit"))).store()
+
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=vae)
+    with pytest.raises(ValueError, match="is of kind `vae`, expected `dit`"):
+        run_get_node(builder)
+
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=dit)
+    builder.train_vae.train.code = code
+    builder.train_vae.train.settings = orm.Dict({"stage": "vae", "dataset": "qm9"})
+    with pytest.raises(ValueError, match="do not give `train_vae`"):
+        run_get_node(builder)
+
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", vae_checkpoint=dit)
+    with pytest.raises(ValueError, match="`vae_checkpoint`: checkpoint<.*> is of kind `dit`"):
+        run_get_node(builder)
+
+    with pytest.raises(ValueError, match="unknown protocol 'slow'"):
+        AditGenerateWorkChain.get_builder_from_protocol(code, protocol="slow")
+    with pytest.raises(ValueError, match="`kind` is 'polymer'"):
+        AditGenerateWorkChain.get_builder_from_protocol(code, checkpoint=dit, overrides={"kind": "polymer"})
