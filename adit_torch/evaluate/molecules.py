@@ -43,10 +43,16 @@ def _quiet():
 
 
 def pdb_block(system: AtomicSystem) -> str:
-    """PDB text of a molecule with OpenBabel's perceived bonds (through pymatgen, as the ADiT evaluator)."""
-    from pymatgen.core import Molecule
+    """PDB text of a molecule with OpenBabel's perceived bonds (through pymatgen, as the ADiT evaluator).
 
-    return Molecule(system.numbers.tolist(), system.positions).to(fmt="pdb")
+    ``Molecule.to(fmt="pdb")`` builds the same ``BabelMolAdaptor`` and writes it
+    through a temporary file; writing the string directly gives the same text
+    without the file system round trip.
+    """
+    from pymatgen.core import Molecule
+    from pymatgen.io.babel import BabelMolAdaptor
+
+    return BabelMolAdaptor(Molecule(system.numbers.tolist(), system.positions)).pybel_mol.write("pdb")
 
 
 def largest_fragment_smiles(mol) -> str:
