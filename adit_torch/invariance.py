@@ -35,7 +35,7 @@ def _compare(a: torch.Tensor, b: torch.Tensor, batch: Batch, atol: float, what: 
     if _per_atom(a, batch):
         m = batch.mask.view(*batch.mask.shape, *([1] * (a.dim() - 2)))
         a, b = a * m, b * m
-    err = float((a - b).abs().max()) if a.numel() else 0.0
+    err = float((a - b).detach().abs().max()) if a.numel() else 0.0
     if not err <= atol:
         raise AssertionError(f"not {what}: largest deviation {err:.3g} > atol {atol:.3g}")
     return err
@@ -94,7 +94,7 @@ def rotation_sensitivity(fn: BatchFn, batch: Batch, generator: torch.Generator |
     if _per_atom(a, batch):
         m = batch.mask.view(*batch.mask.shape, *([1] * (a.dim() - 2)))
         a, b = a * m, b * m
-    return float((a - b).abs().max())
+    return float((a - b).detach().abs().max())
 
 
 def shift_periodic_images(systems: Sequence[AtomicSystem], generator: torch.Generator | None = None,
