@@ -17,6 +17,9 @@ that energies above the hull of CHGNet-relaxed structures are self-consistent:
 3. the result is written (gzip JSON, compact rows) atomically to ``--out``.
 
 Run: ``python scripts/build_reference_hull.py --work-dir /work/runs/reference_hull``.
+``--check N`` instead scores N random MP-20 entries against the built hull
+(with each entry in the hull, and with the entry left out) and compares with
+the MP values stored in MP-20; the result goes to ``--check-out`` (JSON).
 """
 
 from __future__ import annotations
@@ -155,6 +158,36 @@ def element_references(ref_entries: dict, compounds: dict, potential, fmax: floa
     return out
 
 
+def check_hull(df: pd.DataFrame, hull_path: Path, n: int, seed: int, out: Path) -> dict:
+    """E_hull of ``n`` random MP-20 entries against the hull, entry kept and left out, vs MP's values."""
+    from adit_torch.stability.hull import ReferenceHull
+
+    hull = ReferenceHull.from_file(hull_path)
+    stored = {e.entry_id: e for e in hull.entries}
+    sample = df[df.material_id.isin(stored)].sample(n=n, random_state=seed)
+    within, left_out, mp = [], [], []
+    for row in tqdm(list(sample.itertuples()), desc="check", file=sys.stderr):
+        entry = stored[row.material_id]
+        within.append(hull.e_above_hull(entry.composition, entry.energy))
+        left_out.append(hull.excluding([row.material_id]).e_above_hull(entry.composition, entry.energy))
+        mp.append(row.e_above_hull)
+    within, left_out, mp = map(np.asarray, (within, left_out, mp))
+    stats = {
+        "hull": str(hull_path), "num_entries_checked": n, "seed": seed,
+        "mp_e_above_hull_mean": float(mp.mean()),
+        "in_hull": {"fraction_below_0.05": float((within < 0.05).mean()), "fraction_below_0.1": float((within < 0.1)
+                    .mean()), "mean": float(within.mean()), "median": float(np.median(within)),
+                    "mean_abs_diff_vs_mp": float(np.abs(within - mp).mean())},
+        "left_out": {"fraction_abs_below_0.05": float((np.abs(left_out) < 0.05).mean()),
+                     "fraction_below_0.1": float((left_out < 0.1).mean()),
+                     "fraction_below_minus_0.1": float((left_out < -0.1).mean()),
+                     "median": float(np.median(left_out))},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(stats, indent=1) + "\n")
+    return stats
+
+
 def main(argv=None) -> int:
     """Build the hull file; see the module docstring."""
     here = Path(__file__).resolve().parent.parent
@@ -169,7 +202,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--element-fmax", type=float, default=0.02)
     parser.add_argument("--element-steps", type=int, default=300)
+    parser.add_argument("--check", type=int, default=None, metavar="N",
+                        help="do not build: score N random MP-20 entries against the hull at --out")
+    parser.add_argument("--check-out", type=Path, default=here / "benchmarks" / "results" / "reference_hull_check.json")
     args = parser.parse_args(argv)
+    if args.check:
+        print(json.dumps(check_hull(read_mp20(args.mp20_dir), args.out, args.check, 0, args.check_out), indent=1))
+        return 0
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

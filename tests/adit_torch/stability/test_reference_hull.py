@@ -35,7 +35,7 @@ def test_real_mp20_phases_sit_near_the_hull(offline, mp20_small, chgnet):
     energies = chgnet.predict_energies(mp20_small)
     ours = np.array([e_above_hull_of(s, e, offline)[0] for s, e in zip(mp20_small, energies)])
     mp = np.array([s.info["e_above_hull"] for s in mp20_small])
-    assert (ours > -1e-6).all()  # each phase is itself an entry of the hull
+    assert (ours > -1e-4).all()  # each phase is itself an entry of the hull (energies stored to 1e-5 eV)
     assert (ours < 0.05).mean() >= 0.8, ours  # MP puts every one of them within 0.04 eV/atom
     assert np.abs(ours - mp).mean() < 0.03, (ours, mp)
 
