@@ -37,7 +37,10 @@ Run::
     python benchmarks/reference_comparison.py --reference-path /path/adit-ref \\
         --reference-python /path/venv/bin/python --threads 1 --repeats 3
 
-It writes ``benchmarks/results/reference_comparison.{json,md}``.
+It writes ``benchmarks/results/reference_comparison.{json,md}`` (text after the
+``<!-- findings -->`` line of the Markdown file is kept across runs). ``--sides`` and
+``--parts`` run a subset (for example ``--sides ours --parts sample --num-samples 1000``);
+``--from-json`` only re-writes the Markdown from a results file.
 """
 
 from __future__ import annotations
@@ -436,7 +439,7 @@ def summarise(runs: dict, args) -> dict:
     rows["latent_cache_cpu_s_per_system"] = med([x["latent_cache_per_system"]["cpu"] for x in runs["ours"]
                                                  if "latent_cache_per_system" in x])
     rows["params"] = {side: {"vae": runs[side][0]["vae_params"], "dit": runs[side][0]["dit_params"]}
-                      for side in ("reference", "ours")}
+                      if runs[side] else {"vae": 0, "dit": 0} for side in ("reference", "ours")}
     rows["batches"] = {"random": len(ours["systems"]["random"]), "bucketed": len(ours["systems"]["bucketed"])}
     return rows
 
@@ -494,7 +497,7 @@ def write_report(out: Path, result: dict) -> None:
                          f" | {_fmt(r[f'{key}_ours_bucketed'])} | {_fmt(r[f'{key}_speedup_same_batches'], '.2f')}x"
                          f" | {_fmt(r[f'{key}_speedup_own_batching'], '.2f')}x |")
         ref_s, our_s = r["sample_reference_s_per_system"], r["sample_ours_s_per_system"]
-        how = "measured" if a["num_samples"] == 1000 else "extrapolated"
+        how = "measured" if a["num_samples"] == 1000 else "linear extrapolation; ours batches better at 1,000"
         lines += [
             "", f"## Sampling, {title}", "",
             "| | reference | ours | speed-up |", "|---|---:|---:|---:|",
@@ -509,7 +512,10 @@ def write_report(out: Path, result: dict) -> None:
                   "each step.", ""]
     lines += [
         "Reproduce: `python benchmarks/reference_comparison.py --reference-path ADIT_REF --reference-python "
-        "REF_VENV/bin/python` (see the script's docstring for getting the reference).", "",
+        f"REF_VENV/bin/python --threads {a['threads']} --repeats {a['repeats']} --train-batches {a['train_batches']} "
+        f"--batch-size {a['batch_size']} --warmup {a['warmup']} --num-samples {a['num_samples']} --steps {a['steps']} "
+        f"--cfg-scale {a['cfg_scale']} --sample-batch-size {a['sample_batch_size']}` (see the script's docstring "
+        "for getting the reference).", "",
         "<!-- findings -->",
     ]
     tmp = md.with_name(f".{md.name}.tmp")
@@ -558,6 +564,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-batch-size", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="train,sample", help="comma-separated: train, sample")
+    ap.add_argument("--sides", default="ours,reference", help="comma-separated: ours, reference")
     ap.add_argument("--out", default=str(RESULTS / "reference_comparison"))
     ap.add_argument("--machine", default="2-core CPU, 24 GiB, no GPU")
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d"))
@@ -574,7 +581,7 @@ def main(argv=None) -> int:
     if args.from_json:
         write_report(Path(args.out), json.loads(Path(args.from_json).read_text()))
         return 0
-    if not args.reference_path or not (Path(args.reference_path) / "src" / "models").is_dir():
+    if "reference" in args.sides and not (Path(args.reference_path or "") / "src" / "models").is_dir():
         raise SystemExit("--reference-path (or $ADIT_REFERENCE_PATH) must point at a checkout of "
                          "facebookresearch/all-atom-diffusion-transformer; see this script's docstring")
     inputs = Path(tempfile.mkdtemp(prefix="adit_cmp_")) / "inputs.npz"
@@ -584,18 +591,18 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
-        for side in order:
+        for side in (x for x in order if x in args.sides.split(",")):
             runs[side].append(_child(side, inputs, args, sys.executable if side == "ours" else args.reference_python))
     loads = [x[k] for side in runs.values() for x in side for k in ("load_before", "load_after")]
     try:
         commit = subprocess.run(["git", "-C", args.reference_path, "rev-parse", "HEAD"], capture_output=True,
                                 text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    except (OSError, TypeError, subprocess.CalledProcessError):
         commit = "unknown"
     settings = {k: getattr(args, k) for k in ("threads", "repeats", "batch_size", "train_batches", "warmup",
                                               "num_samples", "steps", "cfg_scale", "sample_batch_size", "seed")}
     settings.update(machine=args.machine, date=args.date, reference_commit=commit, load_min=min(loads),
-                    reference_scatter=runs["reference"][0].get("scatter"),
+                    reference_scatter=runs["reference"][0].get("scatter") if runs["reference"] else "n/a (not run)",
                     load_max=max(loads), torch=torch.__version__)
     result = {"settings": settings, "inputs": info, "summary": summarise(runs, args), "runs": runs}
     write_report(Path(args.out), result)
