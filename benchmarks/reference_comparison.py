@@ -25,12 +25,15 @@ Getting the reference (it is not part of this repository)::
     git clone https://github.com/facebookresearch/all-atom-diffusion-transformer /path/adit-ref
     python -m venv /path/venv && /path/venv/bin/pip install torch==2.13.0 numpy pandas \\
         torch_geometric lightning torchmetrics omegaconf hydra-core rich joblib tqdm
-    /path/venv/bin/pip install --no-build-isolation torch_scatter   # compiles (about 20 min on 2 cores)
+    /path/venv/bin/pip install --no-build-isolation torch_scatter   # optional, compiles from source
 
 Only the model, interpolant and training-step code of the reference is
 exercised; its evaluation modules (which need matminer, mofchecker, pyxtal,
 ...) and ``wandb`` are replaced by empty stand-ins before import, because none
-of them runs inside a training or sampling step.
+of them runs inside a training or sampling step. Without ``torch_scatter``
+(whose source build is slow on small machines) the reference's one use of it,
+a per-system mean, is served by ``torch_geometric.utils.scatter``; the report
+says which one ran.
 
 Run::
 
