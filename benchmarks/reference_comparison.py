@@ -52,6 +52,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -404,6 +405,7 @@ def run_reference(inputs: Path, args) -> dict:
             return made
 
         out["sampled"], out["sample"] = _timed(sample)
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -607,6 +609,7 @@ def main(argv=None) -> int:
     settings.update(machine=args.machine, date=args.date, reference_commit=commit, load_min=min(loads),
                     reference_scatter=runs["reference"][0].get("scatter") if runs["reference"] else "n/a (not run)",
                     load_max=max(loads), torch=torch.__version__)
+    shutil.rmtree(inputs.parent, ignore_errors=True)
     result = {"settings": settings, "inputs": info, "summary": summarise(runs, args), "runs": runs}
     write_report(Path(args.out), result)
     print(json.dumps(result["summary"], indent=1, default=float))
