@@ -256,9 +256,12 @@ def production_profile(aiida_config, postgres_storage_config):
         broker_config=broker,
         name=f"adit-production-{secrets.token_hex(4)}",
         email="test@localhost",
-        is_test_profile=True,
+        # not a test profile: for those, RabbitMQ task queues are auto-deleted when the last worker
+        # disconnects, which would lose the tasks of a daemon restart (production queues are durable)
+        is_test_profile=False,
     )
     profile.set_option("warnings.development_version", False)
+    profile.set_option("daemon.timeout", 30)  # circus answers slowly on a busy 2-core machine
     aiida_config.update_profile(profile)
     aiida_config.store()
     yield profile

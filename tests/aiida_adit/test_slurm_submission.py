@@ -1,0 +1,63 @@
+"""The submission script of a dry run on a Slurm GPU computer set up as docs/aiida.md describes."""
+
+from aiida import orm
+from aiida.engine import run_get_node
+
+TORCHRUN = ["torchrun", "--standalone", "--nnodes={num_machines}", "--nproc_per_node={num_mpiprocs_per_machine}"]
+
+
+def test_dry_run_script_has_gpu_requests_and_torchrun(aiida_profile_clean, tmp_path, monkeypatch, make_checkpoint):
+    from aiida.plugins import CalculationFactory
+
+    from aiida_adit.data.checkpoint import CheckpointData
+
+    monkeypatch.chdir(tmp_path)
+    computer = orm.Computer(
+        label="gpu-cluster",
+        hostname="localhost",
+        transport_type="core.local",
+        scheduler_type="core.slurm",
+        workdir=str(tmp_path / "scratch"),
+    ).store()
+    computer.set_mpirun_command([*TORCHRUN, "--no-python"])
+    computer.configure()
+    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable="/opt/adit/bin/adit").store()
+
+    builder = CalculationFactory("adit.train").get_builder()
+    builder.code = code
+    builder.settings = orm.Dict({"stage": "dit", "dataset": "joint", "size": "S", "device": "cuda"})
+    builder.parent_checkpoint = CheckpointData(file=str(make_checkpoint("vae"))).store()
+    builder.metadata.options = {
+        "resources": {"num_machines": 1, "num_mpiprocs_per_machine": 4},
+        "withmpi": True,
+        "max_wallclock_seconds": 12 * 3600,
+        "queue_name": "gpu",
+        "account": "proj42",
+        "custom_scheduler_commands": "#SBATCH --gres=gpu:4\n#SBATCH --cpus-per-task=8",
+    }
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+
+    script = (tmp_path / node.dry_run_info["folder"] / "_aiidasubmit.sh").read_text()
+    sbatch = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    for expected in (
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --account=proj42",
+        "#SBATCH --time=12:00:00",
+        "#SBATCH --gres=gpu:4",
+        "#SBATCH --cpus-per-task=8",
+    ):
+        assert expected in sbatch, f"{expected} missing from {sbatch}"
+    run_line = next(line for line in script.splitlines() if "train-dit" in line)
+    assert run_line.startswith(
+        "'torchrun' '--standalone' '--nnodes=1' '--nproc_per_node=4' '--no-python' '/opt/adit/bin/adit' 'train-dit'"
+    )
+    assert "'--device' 'cuda'" in run_line and "'--vae' 'parent.safetensors'" in run_line
+    # 12 h walltime less 10% kept to save the checkpoint: the run stops itself at 648 minutes
+    assert "'--max-minutes' '648'" in run_line
+    assert run_line.endswith("> 'adit.out' 2> 'adit.err'")
+    lines = script.splitlines()
+    assert lines[lines.index(run_line) + 1 :].count("echo $? > _adit_exit_status") == 1
