@@ -253,7 +253,8 @@ def evaluate_molecules(
 
     Args:
         systems: ``AtomicSystem``, ASE ``Atoms``, pymatgen ``Molecule`` or RDKit ``Mol`` (with 3D coordinates).
-        reference: novelty reference: molecules, SMILES strings, a ``set`` of SMILES,
+        reference: novelty reference: molecules or SMILES strings (a list), a ``set`` of
+            ready novelty keys (:func:`novelty_key`, as :func:`reference_smiles` returns them),
             ``None`` for the QM9 training split, ``False`` to skip novelty.
         reference_name: how to name the reference in the report.
         posebusters: run PoseBusters (config ``"mol"``) on the valid molecules.
@@ -284,8 +285,8 @@ def evaluate_molecules(
         if reference is None:
             reference, default_name = default_molecule_reference()
             reference_name = reference_name or default_name
-        if isinstance(reference, set):
-            ref_set, method = {novelty_key(x) for x in reference} - {None}, "given set of SMILES (no stereo)"
+        if isinstance(reference, (set, frozenset)):  # ready novelty keys, e.g. from reference_smiles()
+            ref_set, method = reference, "given set of novelty keys (canonical SMILES without stereo)"
         else:
             ref_set, method = reference_smiles(reference, workers, progress)
         novel_smiles = {smiles for smiles in seen if novelty_key(smiles) not in ref_set}
