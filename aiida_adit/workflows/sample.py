@@ -1,7 +1,8 @@
 """``adit.sample`` work chain: an ``adit.sample`` CalcJob with failure handling.
 
 Handlers: 3xx failures stop at once (bad input, wrong checkpoint, unreadable output:
-a rerun repeats them); fewer structures than asked (500) keeps what was generated
+a rerun repeats them); out of memory (410) halves ``batch_size``; fewer structures
+than asked (500) keeps what was generated
 when at least ``min_fraction`` of ``num_samples`` came out, otherwise samples again
 with the next seed. Other failures abort (aiida-core's ``on_unhandled_failure``
 input changes that).
@@ -55,6 +56,18 @@ class AditSampleWorkChain(BaseRestartWorkChain):
             self.report(f"{self.ctx.process_name}<{node.pk}> failed unrecoverably: {node.exit_message}")
             return ProcessHandlerReport(True, self.exit_codes.ERROR_UNRECOVERABLE.format(status=node.exit_status))
         return None
+
+    @process_handler(priority=600, exit_codes=AditSampleCalculation.exit_codes.ERROR_OUT_OF_MEMORY)
+    def handle_out_of_memory(self, node):
+        """Halve the systems per forward pass (from ``num_samples`` capped at 256, the command's default)."""
+        current = (
+            node.inputs.batch_size.value if "batch_size" in node.inputs else min(node.inputs.num_samples.value, 256)
+        )
+        if current <= 1:
+            return ProcessHandlerReport(True, self.exit_codes.ERROR_UNRECOVERABLE.format(status=node.exit_status))
+        self.ctx.inputs.batch_size = orm.Int(current // 2)
+        self.report(f"{self.ctx.process_name}<{node.pk}> ran out of memory: batch size {current} -> {current // 2}")
+        return ProcessHandlerReport(True)
 
     @process_handler(priority=500, exit_codes=AditSampleCalculation.exit_codes.ERROR_FEWER_STRUCTURES)
     def handle_fewer_structures(self, node):

@@ -28,6 +28,9 @@ TINY = {
 
 @pytest.mark.slow
 def test_generate_trains_samples_evaluates_and_groups(aiida_profile_clean, adit_code):
+    # the embedded set-up: SQLite storage and no broker at all, processes run in this interpreter
+    assert aiida_profile_clean.storage_backend == "core.sqlite_dos"
+    assert aiida_profile_clean.process_control_backend is None
     code = adit_code("adit.sample")
     overrides = {
         "train_vae": {"settings": TINY},

@@ -112,3 +112,15 @@ def test_sample_keeps_enough_structures_or_samples_again(
     assert process.ctx.is_finished is finished
     if not finished:
         assert process.ctx.inputs.seed.value == 1
+
+
+def test_sample_out_of_memory_halves_the_batch(
+    adit_code, generate_workchain, generate_calc_job_node, aiida_localhost, make_checkpoint
+):
+    dit = CheckpointData(file=str(make_checkpoint("dit"))).store()
+    sample = {"code": adit_code(), "checkpoint": dit, "num_samples": orm.Int(1000), "kind": orm.Str("crystal")}
+    process = generate_workchain("adit.sample", {"sample": sample})
+    process.setup()
+    node = _failed(generate_calc_job_node("adit.sample", {"num_samples": orm.Int(1000)}), 410, aiida_localhost)
+    assert _inspect(process, node).status == 0
+    assert process.ctx.inputs.batch_size.value == 128
