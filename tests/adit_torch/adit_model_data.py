@@ -1,4 +1,4 @@
-"""Real systems for the model tests: the first rows of the MP-20 and QM9 files shipped with the workplace.
+"""Real systems for the model tests: the first rows of real MP-20 and QM9 files.
 
 MP-20 crystals come from ``mp_20_pilot_train.csv.gz`` (CIF strings parsed by
 pymatgen, canonical cell); QM9 molecules from the installed ``qm9pack`` CSV.
@@ -10,7 +10,6 @@ import ast
 import csv
 import gzip
 import importlib.util
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,9 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def mp20_dir() -> Path:
-    """Folder of the MP-20 CSV files."""
-    env = os.environ.get("ADIT_MP20_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "mp20"
+    """Folder of the MP-20 CSV files: the 100 real rows kept in ``tests/fixtures/mp20_rows``."""
+    return REPO / "tests" / "fixtures" / "mp20_rows"
 
 
 def qm9_csv() -> Path:
