@@ -56,7 +56,8 @@ def get_code(computer: orm.Computer) -> orm.InstalledCode:
     found = query.first(flat=True)
     if found is not None:
         return found
-    executable = shutil.which("adit")
+    beside = Path(sys.executable).parent / "adit"  # the adit of this environment, even when not activated
+    executable = str(beside) if beside.is_file() else shutil.which("adit")
     if executable is None:
         raise SystemExit("the `adit` command is not on PATH: install aiida-adit (pip install -e .) in this environment")
     return orm.InstalledCode(

@@ -38,8 +38,11 @@ def fixture_folder():
 
 @pytest.fixture
 def adit_code(aiida_code_installed):
-    """An InstalledCode for the ``adit`` executable on localhost (the one on PATH, else ``adit``)."""
-    executable = shutil.which("adit") or "adit"
+    """An InstalledCode for the ``adit`` executable on localhost (next to this Python, else on PATH)."""
+    import sys
+
+    beside = pathlib.Path(sys.executable).parent / "adit"
+    executable = str(beside) if beside.is_file() else (shutil.which("adit") or "adit")
 
     def factory(entry_point: str = "adit.sample", label: str | None = None):
         return aiida_code_installed(

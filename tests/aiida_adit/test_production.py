@@ -50,7 +50,9 @@ def test_daemon_runs_generate_through_a_restart(on_production_profile, fixture_f
     ).store()
     computer.set_minimum_job_poll_interval(0.5)
     computer.configure()
-    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable=shutil.which("adit")).store()
+    beside = pathlib.Path(sys.executable).parent / "adit"
+    executable = str(beside) if beside.is_file() else shutil.which("adit")
+    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable=executable).store()
     checkpoint = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
     overrides = {"sample": {"num_samples": 2, "steps": 3}}
     builder = AditGenerateWorkChain.get_builder_from_protocol(code, "fast", overrides=overrides, checkpoint=checkpoint)
