@@ -28,8 +28,10 @@ class EMA:
         """Blend the current weights of ``model`` (same architecture) into the average."""
         self.num_updates += 1
         d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
-        for s, p in zip(self.model.parameters(), model.parameters()):
-            s.lerp_(p.detach().to(s.dtype), 1.0 - d)
+        shadow = list(self.model.parameters())
+        weights = [p.detach().to(s.dtype) for s, p in zip(shadow, model.parameters())]
+        if shadow:
+            torch._foreach_lerp_(shadow, weights, 1.0 - d)  # one fused call instead of one op per tensor
         for s, b in zip(self.model.buffers(), model.buffers()):
             s.copy_(b)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from adit_torch.config import FlowConfig
+from adit_torch.errors import ConfigError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -61,7 +62,7 @@ def flow_matching_loss(net: Denoiser, x1: torch.Tensor, mask: torch.Tensor, cfg:
 
 @torch.no_grad()
 def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, generator: torch.Generator | None = None,
-                 self_condition: bool = True, dtype=torch.float32) -> torch.Tensor:
+                 self_condition: bool = True, dtype=torch.float32, x0: torch.Tensor | None = None) -> torch.Tensor:
     """Integrate the flow from noise to data with ``steps`` Euler steps.
 
     Args:
@@ -71,13 +72,20 @@ def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, genera
         steps: number of Euler steps (times ``0, 1/steps, ..., 1 - 1/steps``).
         generator: source of the initial noise (same generator state -> same samples).
         self_condition: feed the previous ``x1_hat`` back as self-conditioning.
+        x0: optional initial noise ``(B, N, D)`` (drawn from ``generator`` when None); padded tokens
+            are zeroed.
 
     Returns:
         ``(B, N, D)`` samples at ``t = 1`` (the last clean prediction).
     """
     bsz, n = mask.shape
-    x = masked_noise((bsz, n, dim), mask, generator, dtype)
     m = mask.unsqueeze(-1).to(dtype)
+    if x0 is None:
+        x = masked_noise((bsz, n, dim), mask, generator, dtype)
+    elif x0.shape != (bsz, n, dim):
+        raise ConfigError(f"euler_sample: x0 has shape {tuple(x0.shape)}, expected {(bsz, n, dim)}")
+    else:
+        x = x0.to(dtype) * m
     x1_hat = None
     for i in range(steps):
         t = torch.full((bsz,), i / steps, device=mask.device, dtype=dtype)

@@ -3,7 +3,7 @@
 import torch
 
 from adit_torch.config import DiTConfig, FlowConfig
-from adit_torch.dit import CRYSTAL, MOLECULE, NULL, Condition, DiT
+from adit_torch.dit import CRYSTAL, MOLECULE, NULL, Condition, DiT, GuidedDenoiser
 from adit_torch.flow import euler_sample, flow_matching_loss
 
 
@@ -63,6 +63,26 @@ def test_guidance_in_one_pass_matches_two_passes():
     guided = dit.forward_with_cfg(x, t, m, c, sc, scale=2.0)
     torch.testing.assert_close(guided, uncond + 2.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dit.forward_with_cfg(x, t, m, c, sc, scale=1.0), cond)
+
+
+def test_precomputed_conditioning_matches_the_plain_forward():
+    """GuidedDenoiser (embeddings and adaLN modulations computed once per batch) == forward_with_cfg."""
+    m = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    c = Condition(periodic=torch.tensor([CRYSTAL, MOLECULE, CRYSTAL]), space_group=torch.tensor([225, 0, 14]))
+    for residual in (True, False):
+        dit = _randomised(DiTConfig(d_model=32, num_layers=2, num_heads=4, num_space_groups=230,
+                                    residual_x1=residual))
+        x, sc = torch.randn(3, 4, 8) * m[..., None], torch.randn(3, 4, 8) * m[..., None]
+        for scale in (1.0, 2.5):
+            fast = GuidedDenoiser(dit, m, c, scale, [i / 5 for i in range(5)])
+            assert len(torch.unique(fast.inverse)) == (3 if scale == 1.0 else 4)  # 2 distinct rows + 1 null
+            for t_val in (0.0, 0.6, 0.3):  # 0.3 is off the grid: falls back to the plain forward
+                t = torch.full((3,), t_val)
+                for self_cond in (None, sc):
+                    with torch.no_grad():
+                        ref = dit.forward_with_cfg(x, t, m, c, self_cond, scale)
+                        torch.testing.assert_close(fast(x, t, self_cond), ref, atol=1e-5, rtol=1e-5)
+                        assert not fast(x, t, self_cond)[~m].any()
 
 
 def test_dit_learns_label_dependent_two_mode_latents():

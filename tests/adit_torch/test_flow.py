@@ -1,9 +1,11 @@
 """Generic flow matching: interpolant, loss weighting, Euler sampler, learning a 2-mode mixture."""
 
+import pytest
 import torch
 from torch import nn
 
 from adit_torch.config import FlowConfig
+from adit_torch.errors import ConfigError
 from adit_torch.flow import euler_sample, flow_matching_loss, interpolate, masked_noise
 
 
@@ -31,6 +33,23 @@ def test_euler_sampler_with_exact_denoiser_returns_the_target():
     mask = torch.ones(3, 4, dtype=torch.bool)
     out = euler_sample(lambda x, t, sc: target, mask, 2, steps=7, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, target)
+
+
+def test_euler_sampler_given_noise_matches_the_generator_path_and_masks_it():
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    seen = []
+
+    def net(x, t, sc):
+        seen.append(x.clone())
+        return torch.zeros_like(x)
+
+    euler_sample(net, mask, 2, steps=2, generator=torch.Generator().manual_seed(5))
+    noise = torch.randn((2, 3, 2), generator=torch.Generator().manual_seed(5))
+    euler_sample(net, mask, 2, steps=2, x0=noise + 1.0)
+    torch.testing.assert_close(seen[0], noise * mask[..., None])
+    torch.testing.assert_close(seen[2], (noise + 1.0) * mask[..., None])
+    with pytest.raises(ConfigError, match="x0 has shape"):
+        euler_sample(net, mask, 2, steps=2, x0=torch.zeros(2, 3, 5))
 
 
 class TokenMLP(nn.Module):

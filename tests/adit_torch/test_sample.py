@@ -1,4 +1,4 @@
-"""Sampling: atom-count histogram, padding-free buckets, determinism, decoding to systems."""
+"""Sampling: atom-count histogram, cost-chosen padded batches, determinism, decoding to systems."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 from adit_torch.config import DiTConfig, FlowConfig, VAEConfig
 from adit_torch.dit import DiT
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.sample import draw_num_atoms, sample_checkpoint, sample_systems, size_buckets
+from adit_torch.sample import draw_num_atoms, padded_groups, sample_checkpoint, sample_systems, size_buckets
 from adit_torch.vae import VAE
 
 STATS = {"num_atoms_hist": {"crystal": {"2": 10, "5": 30}, "molecule": {"9": 1}},
@@ -36,6 +36,36 @@ def test_size_buckets_have_no_padding():
     buckets = size_buckets(counts, batch_size=2)
     assert sorted(i for b in buckets for i in b) == list(range(6))
     assert all(len(set(counts[b])) == 1 and len(b) <= 2 for b in buckets)
+
+
+def test_padded_groups_follow_the_cost_model():
+    counts = draw_num_atoms({"2": 1, "3": 2, "8": 5, "20": 1}, 300, torch.Generator().manual_seed(1))
+    for fixed, bs in ((0.0, 64), (8e-3, 64), (8e-3, 7), (1e3, 64)):
+        groups = padded_groups(counts, bs, fixed, 220e-6)
+        assert sorted(i for g in groups for i in g) == list(range(300))
+        assert all(0 < len(g) <= bs for g in groups)
+        maxes = [counts[g].max() for g in groups]
+        assert all(counts[a].min() >= m for a, m in zip(groups[1:], maxes))  # contiguous in sorted order
+        if fixed == 0.0:  # no per-call cost: never pad
+            assert all(len(set(counts[g])) == 1 for g in groups)
+        if fixed == 1e3:  # calls dominate: fewest possible calls
+            assert len(groups) == -(-300 // bs)
+    # 8 ms per call vs 0.22 ms per slot: the few small systems ride along with a bigger batch
+    groups = padded_groups(np.array([2, 2, 3, 8, 8, 8, 8]), 64)
+    assert len(groups) == 1
+
+
+def test_samples_do_not_depend_on_the_grouping(models):
+    """Batch size 1 (no padding) and one padded batch give the same systems for the same seed."""
+    dit, vae = models
+    kw = dict(steps=3, cfg_scale=2.0, seed=7, num_atoms=[5, 2, 2, 5, 3, 2], progress=False)
+    one = sample_systems(dit, vae, FlowConfig(), STATS, "crystal", 6, batch_size=1, **kw)
+    padded = sample_systems(dit, vae, FlowConfig(), STATS, "crystal", 6, batch_size=6, **kw)
+    assert [s.num_atoms for s in padded] == [5, 2, 2, 5, 3, 2]
+    for a, b in zip(one, padded):
+        assert a.num_atoms == b.num_atoms and np.array_equal(a.numbers, b.numbers)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)
+        np.testing.assert_allclose(a.lattice, b.lattice, atol=1e-4)
 
 
 def test_sampling_is_deterministic_for_a_seed(models):
