@@ -13,7 +13,7 @@ from adit_torch.system import AtomicSystem, atomic_number
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "evaluate"
-MP20 = REPO.parent / "shared" / "data" / "mp20"
+MP20 = REPO / "tests" / "fixtures" / "mp20_rows"  # 100 real rows each of the MP-20 train and test files
 
 
 def mp20_rows(name: str, n: int, skip: int = 0) -> list[AtomicSystem]:
