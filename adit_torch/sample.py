@@ -29,9 +29,10 @@ from adit_torch.flow import euler_sample
 from adit_torch.system import AtomicSystem
 
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
-#: Cost model of one DiT forward at sampling (measured on a CPU, XS model): fixed seconds per call and
-#: seconds per token slot (a guided sample slot counts twice: conditional and null pass).
-FORWARD_FIXED_S = 8e-3
+#: Cost model of one DiT forward at sampling (measured on a 2-core CPU, XS model, one thread, with the
+#: conditioning precomputed): fixed seconds per call and seconds per token slot (a guided sample slot
+#: counts twice: conditional and null pass).
+FORWARD_FIXED_S = 5e-3
 FORWARD_TOKEN_S = 110e-6
 
 

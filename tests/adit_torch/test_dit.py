@@ -5,6 +5,7 @@ import torch
 from adit_torch.config import DiTConfig, FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, NULL, Condition, DiT, GuidedDenoiser
 from adit_torch.flow import euler_sample, flow_matching_loss
+from adit_torch.layers import gelu_tanh
 
 
 def test_condition_null_drop_cat():
@@ -63,6 +64,17 @@ def test_guidance_in_one_pass_matches_two_passes():
     guided = dit.forward_with_cfg(x, t, m, c, sc, scale=2.0)
     torch.testing.assert_close(guided, uncond + 2.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dit.forward_with_cfg(x, t, m, c, sc, scale=1.0), cond)
+
+
+def test_inference_gelu_matches_the_autograd_one():
+    x = torch.cat([torch.linspace(-12, 12, 4001), torch.tensor([0.0, -1e20, 1e20, -3e5, 3e5])])
+    ref = torch.nn.functional.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        torch.testing.assert_close(gelu_tanh(x), ref, atol=1e-6, rtol=1e-6)
+    y = x[:4001].clone().requires_grad_(True)
+    out = gelu_tanh(y)
+    assert out.grad_fn is not None
+    torch.testing.assert_close(out, ref[:4001], atol=0, rtol=0)
 
 
 def test_precomputed_conditioning_matches_the_plain_forward():

@@ -50,7 +50,7 @@ def test_padded_groups_follow_the_cost_model():
             assert all(len(set(counts[g])) == 1 for g in groups)
         if fixed == 1e3:  # calls dominate: fewest possible calls
             assert len(groups) == -(-300 // bs)
-    # 8 ms per call vs 0.22 ms per slot: the few small systems ride along with a bigger batch
+    # 5 ms per call vs 0.22 ms per slot: the few small systems ride along with a bigger batch
     groups = padded_groups(np.array([2, 2, 3, 8, 8, 8, 8]), 64)
     assert len(groups) == 1
 
