@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="adit",
-        description="All-atom Diffusion Transformer: data, training, sampling and evaluation for molecules and crystals.",
+        description="All-atom Diffusion Transformer: data, training, sampling and evaluation "
+        "for molecules and crystals.",
     )
     parser.add_argument("--version", action="version", version=f"aiida-adit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
