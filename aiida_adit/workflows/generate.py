@@ -8,8 +8,12 @@ and ``elements`` (sorted symbols) and, after evaluation, ``valid`` (bool) and
 default ``adit/generate/<pk>``) whose label is also the extra ``group_label`` of
 the work chain node.
 
-``relax`` is the hook for chaining a relaxation / metastability work chain after
-evaluation; it is declared but not implemented in this version (see docs/aiida.md).
+Crystals can go on into ``adit.metastability`` (relaxation -> energy above hull ->
+stable / metastable / S.U.N. rates): fill the ``metastability`` namespace (``relax.code``
+for the MLIP CalcJob, or ``engine`` + ``engine_inputs`` for a common-workflows relax
+work chain). Its relaxed structures, energies above hull and rates become outputs of
+this work chain too, and each energy above hull is copied into the extras of the
+relaxed structure (see docs/stability.md).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from aiida_adit.calculations.base import validate_checkpoint_kind
 from aiida_adit.calculations.evaluate import AditEvaluateCalculation
 from aiida_adit.data.checkpoint import CheckpointData
 from aiida_adit.parsers.sample import output_label
+from aiida_adit.workflows.metastability import AditMetastabilityWorkChain
 from aiida_adit.workflows.protocols import ProtocolMixin
 from aiida_adit.workflows.sample import AditSampleWorkChain
 from aiida_adit.workflows.train import AditTrainWorkChain
@@ -36,7 +41,12 @@ def _given(inputs, namespace: str, inner: str) -> bool:
 
 
 def validate_inputs(inputs, _) -> str | None:
-    """One route to a DiT: a checkpoint, or training inputs; the right checkpoint kinds."""
+    """One route to a DiT: a checkpoint, or training inputs; the right checkpoint kinds; relax crystals only."""
+    metastability = inputs.get("metastability") or {}
+    if "engine" in metastability or "code" in (metastability.get("relax") or {}):
+        kind = ((inputs.get("sample") or {}).get("sample") or {}).get("kind")
+        if kind is not None and kind.value != "crystal":
+            return f"`metastability` relaxes crystals, but `sample.sample.kind` is `{kind.value}`"
     checkpoint, vae = inputs.get("checkpoint"), inputs.get("vae_checkpoint")
     train_vae, train_dit = _given(inputs, "train_vae", "train"), _given(inputs, "train_dit", "train")
     if checkpoint is not None:
@@ -86,12 +96,14 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
         spec.input("checkpoint", valid_type=CheckpointData, required=False, help="A DiT checkpoint to sample.")
         spec.input("vae_checkpoint", valid_type=CheckpointData, required=False, help="A VAE to train the DiT on.")
         spec.input("group_label", valid_type=orm.Str, required=False, help="Group for the generated structures.")
-        spec.input(
-            "relax",
-            valid_type=orm.Bool,
-            default=lambda: orm.Bool(False),
-            help="Relax the generated structures after evaluation (hook for the metastability work chain; "
-            "not available in this version).",
+        spec.expose_inputs(
+            AditMetastabilityWorkChain,
+            namespace="metastability",
+            exclude=("structures", "evaluation"),
+            namespace_options=optional(
+                help="Inputs of adit.metastability (crystals only): relax the generated crystals and compute "
+                "their energies above hull; leave out to skip it."
+            ),
         )
         spec.inputs.validator = validate_inputs
         spec.outline(
@@ -102,7 +114,7 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
             cls.inspect_sample,
             if_(cls.should_evaluate)(cls.run_evaluate, cls.inspect_evaluate),
             cls.make_group,
-            if_(cls.should_relax)(cls.run_relax),
+            if_(cls.should_relax)(cls.run_metastability, cls.inspect_metastability),
             cls.results,
         )
         spec.output("checkpoint", valid_type=CheckpointData, help="The DiT checkpoint that was sampled.")
@@ -115,8 +127,12 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
         spec.exit_code(402, "ERROR_TRAINING_DIT_FAILED", message="Training the DiT failed.")
         spec.exit_code(403, "ERROR_SAMPLING_FAILED", message="Sampling failed.")
         spec.exit_code(404, "ERROR_EVALUATION_FAILED", message="Evaluation failed.")
-        spec.exit_code(
-            405, "ERROR_RELAX_NOT_AVAILABLE", message="Relaxation chaining is not available in this version."
+        spec.exit_code(405, "ERROR_METASTABILITY_FAILED", message="The metastability work chain failed.")
+        spec.expose_outputs(
+            AditMetastabilityWorkChain,
+            namespace="metastability",
+            exclude=("hull",),
+            namespace_options={"required": False, "help": "Relaxed structures, energies above hull and rates."},
         )
 
     @classmethod
@@ -288,12 +304,35 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
         self.report(f"{len(self.ctx.sample.outputs.structures)} structures in group `{label}`")
 
     def should_relax(self):
-        """Whether relaxation was asked for (the hook for the metastability work chain)."""
-        return self.inputs.relax.value
+        """Whether the metastability work chain was asked for (a relaxation route given)."""
+        inputs = self.inputs.get("metastability", {})
+        return "engine" in inputs or "code" in inputs.get("relax", {})
 
-    def run_relax(self):
-        """Relax the generated structures: not available in this version."""
-        return self.exit_codes.ERROR_RELAX_NOT_AVAILABLE
+    def run_metastability(self):
+        """Submit ``adit.metastability`` on the generated structures (with their evaluation records for S.U.N.)."""
+        inputs = AttributeDict(self.exposed_inputs(AditMetastabilityWorkChain, "metastability"))
+        structures = dict(self.ctx.sample.outputs.structures)
+        inputs.structures = structures
+        if "evaluate" in self.ctx:
+            per_structure = self.ctx.evaluate.outputs.per_structure
+            # records are in frame order, which is the sorted order of the `sample_NNNNN` keys; when a frame
+            # could not be stored the two no longer line up, and S.U.N. is left out rather than misassigned
+            if len(per_structure.get("records")) == len(structures):
+                inputs.evaluation = per_structure
+            else:
+                self.report("some frames have no structure node: S.U.N. rates are left out")
+        inputs.metadata = AttributeDict(inputs.get("metadata", {}))
+        inputs.metadata.call_link_label = "metastability"
+        return ToContext(metastability=self.submit(AditMetastabilityWorkChain, **inputs))
+
+    def inspect_metastability(self):
+        """Expose the relaxed structures, energies above hull and rates."""
+        node = self.ctx.metastability
+        if not node.is_finished_ok:
+            self.report(f"metastability {node.process_label}<{node.pk}> failed with status {node.exit_status}")
+            return self.exit_codes.ERROR_METASTABILITY_FAILED
+        self.out_many(self.exposed_outputs(node, AditMetastabilityWorkChain, namespace="metastability"))
+        return None
 
     def results(self):
         """Attach the DiT checkpoint that was sampled."""

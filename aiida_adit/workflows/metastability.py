@@ -42,15 +42,19 @@ def load_engine(name: str):
     return WorkflowFactory(name)
 
 
-def validate_inputs(inputs, _) -> str | None:
-    """Either the MLIP relaxation (``relax.code``) or a common-workflows ``engine``, not both."""
+def validate_inputs(inputs, ctx) -> str | None:
+    """Either the MLIP relaxation (``relax.code``) or a common-workflows ``engine``, not both.
+
+    When exposed in a parent work chain without ``structures`` (``adit.generate``), the
+    structures are checked where the parent fills them in.
+    """
     has_code = "code" in (inputs.get("relax") or {})
     has_engine = "engine" in inputs
     if has_code == has_engine:
         return "give either `relax.code` (the adit relax CalcJob) or `engine` (+ `engine_inputs`), exactly one"
     if has_engine and "engine_inputs" not in inputs:
         return "`engine` needs `engine_inputs` (keyword arguments of the engine's input generator)"
-    if not inputs.get("structures"):
+    if "structures" in ctx and not inputs.get("structures"):
         return "give at least one structure in `structures`"
     return None
 

@@ -118,3 +118,51 @@ def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, ma
         AditGenerateWorkChain.get_builder_from_protocol(code, protocol="slow")
     with pytest.raises(ValueError, match="`kind` is 'polymer'"):
         AditGenerateWorkChain.get_builder_from_protocol(code, checkpoint=dit, overrides={"kind": "polymer"})
+
+
+@pytest.mark.slow
+def test_generate_chains_into_metastability_for_crystals(aiida_profile_clean, adit_code, fixture_folder):
+    """The chain wires the generated crystals and their evaluation records into adit.metastability.
+
+    The fixture DiT is a toy trained for a few steps: its crystals hold elements that CHGNet does not
+    cover, so the relaxation fails per structure with that reason and the failure reaches the top as
+    exit status 405 (the relax-and-score path itself is tested in test_metastability.py).
+    """
+    from aiida_adit.data.hull import ReferenceHullData
+
+    code = adit_code("adit.sample")
+    dit = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
+    overrides = {"kind": "crystal", "sample": {"num_samples": 2, "steps": 4}}
+    builder = AditGenerateWorkChain.get_builder_from_protocol(
+        code, protocol="fast", checkpoint=dit, overrides=overrides
+    )
+    builder.metastability.relax.code = adit_code("adit.relax")
+    builder.metastability.relax.parameters = orm.Dict({"fmax": 0.1, "steps": 5})
+    builder.metastability.relax.metadata = {
+        "options": {"resources": {"num_machines": 1, "num_mpiprocs_per_machine": 1}, "max_wallclock_seconds": 600}
+    }
+    builder.metastability.hull = ReferenceHullData.offline()
+    results, node = run_get_node(builder)
+
+    generated = results["structures"]
+    assert len(generated) == 2 and all(s.pbc == (True, True, True) for s in generated.values())
+    chained = node.base.links.get_outgoing(link_label_filter="metastability").one().node
+    assert chained.process_label == "AditMetastabilityWorkChain"
+    # the chained work chain got exactly the generated crystals and the evaluation records for S.U.N.
+    assert {n.uuid for n in chained.inputs.structures.values()} == {n.uuid for n in generated.values()}
+    assert chained.inputs.evaluation.uuid == node.outputs.evaluation.creator.outputs.per_structure.uuid
+    relax = chained.base.links.get_outgoing(link_label_filter="relax").one().node
+    if node.is_finished_ok:  # a CHGNet-compatible sample: the rates come back through the chain
+        assert results["metastability"]["rates"].pk == chained.outputs.rates.pk
+    else:
+        assert node.exit_status == AditGenerateWorkChain.exit_codes.ERROR_METASTABILITY_FAILED.status
+        assert relax.exit_status == 420 and "not supported by chgnet" in relax.exit_message
+
+
+def test_generate_rejects_relaxing_molecules(aiida_profile_clean, adit_code, make_checkpoint):
+    code = adit_code("adit.sample")
+    dit = CheckpointData(file=str(make_checkpoint("dit"))).store()
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=dit)
+    builder.metastability.relax.code = adit_code("adit.relax")
+    with pytest.raises(ValueError, match="`metastability` relaxes crystals, but `sample.sample.kind` is `molecule`"):
+        run_get_node(builder)
