@@ -8,6 +8,8 @@ run's files. A missing status file means the job script was cut off.
 
 from __future__ import annotations
 
+import math
+
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
@@ -23,6 +25,17 @@ STATUS_LABELS = {
 }
 _WALLTIME_MARKERS = ("DUE TO TIME LIMIT", "TIME LIMIT", "walltime")
 _MEMORY_MARKERS = ("oom-kill", "Out Of Memory", "out of memory", "OOM Killed")
+
+
+def finite_json(value):
+    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively (``Dict`` nodes need JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_json(item) for item in value]
+    return value
 
 
 class AditParser(Parser):

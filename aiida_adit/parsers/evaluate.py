@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 from aiida import orm
 
 from aiida_adit.calculations.evaluate import JSON_NAME
-from aiida_adit.parsers.base import AditParser
-
-
-def _finite(value):
-    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_finite(item) for item in value]
-    return value
+from aiida_adit.parsers.base import AditParser, finite_json
 
 
 class AditEvaluateParser(AditParser):
@@ -51,6 +39,6 @@ class AditEvaluateParser(AditParser):
                 filename=JSON_NAME, error="expected an object with a `per_structure` list"
             )
         records = payload.pop("per_structure")
-        self.out("results", orm.Dict(_finite(payload)))
-        self.out("per_structure", orm.Dict({"records": _finite(records)}))
+        self.out("results", orm.Dict(finite_json(payload)))
+        self.out("per_structure", orm.Dict({"records": finite_json(records)}))
         return None

@@ -11,27 +11,17 @@ no output node; their reason is in ``results``.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from pathlib import Path
 
 from aiida import orm
 
 from aiida_adit.calculations.relax import JSON_NAME, OUTPUT_NAME
-from aiida_adit.parsers.base import AditParser
+from aiida_adit.parsers.base import AditParser, finite_json
 
 #: ``adit`` exit status when no structure could be kept.
 STATUS_NONE_KEPT = 6
 
-
-def _finite(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 class AditRelaxParser(AditParser):
@@ -106,5 +96,5 @@ class AditRelaxParser(AditParser):
             by_key[key] = {k: v for k, v in rec.items() if k != "stress"}
         results = {k: v for k, v in payload.items() if k != "structures"}
         results["structures"] = by_key
-        self.out("results", orm.Dict(_finite(results)))
+        self.out("results", orm.Dict(finite_json(results)))
         return None
