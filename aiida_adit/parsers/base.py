@@ -89,6 +89,18 @@ class AditParser(Parser):
             return self.exit_codes[label].format(error=error)
         return self.exit_codes.ERROR_ADIT_FAILED.format(status=status, error=error)
 
+    def exit_for_run(self, accepted: tuple[int, ...] = (0,)) -> ExitCode | None:
+        """The exit code of a run that failed or was cut off, or None when parsing should go on.
+
+        ``accepted``: ``adit`` exit statuses that the calling parser handles itself.
+        """
+        status = self.exit_status()
+        if status is None:
+            return self.exit_for_killed()
+        if status not in accepted:
+            return self.exit_for_status(status)
+        return None
+
     def exit_for_killed(self) -> ExitCode | None:
         """The exit code when the job was cut off (no exit status written), else None."""
         verdict = self.scheduler_verdict()

@@ -19,13 +19,9 @@ class AditEvaluateParser(AditParser):
 
     def parse(self, **kwargs):
         """Parse ``evaluation.json`` from ``retrieved``."""
-        status = self.exit_status()
-        if status is None:
-            killed = self.exit_for_killed()
-            if killed is not None:
-                return killed
-        elif status != 0:
-            return self.exit_for_status(status)
+        failed = self.exit_for_run()
+        if failed is not None:
+            return failed
 
         text = self.read_text(JSON_NAME)
         if text is None:

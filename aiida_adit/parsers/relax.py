@@ -35,15 +35,11 @@ class AditRelaxParser(AditParser):
         """Parse the retrieved files of an ``adit relax`` run."""
         from aiida_adit.structures import atoms_to_structure, read_frames
 
-        status = self.exit_status()
-        if status is None:
-            killed = self.exit_for_killed()
-            if killed is not None:
-                return killed
-        elif status == STATUS_NONE_KEPT:
+        if self.exit_status() == STATUS_NONE_KEPT:
             return self.exit_codes.ERROR_NO_STRUCTURE_RELAXED.format(error=self.error_line())
-        elif status != 0:
-            return self.exit_for_status(status)
+        failed = self.exit_for_run()
+        if failed is not None:
+            return failed
 
         text = self.read_text(JSON_NAME)
         if text is None:
