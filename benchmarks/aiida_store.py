@@ -1,13 +1,13 @@
 """How long storing N generated structures as StructureData takes, on SQLite and PostgreSQL.
 
-What the ``adit.sample`` parser does per sample: build a StructureData from an
-extxyz frame (``aiida_adit.structures.atoms_to_structure``) and store it, linked
-to the CalcJob. Measured here: build + store of N nodes (one transaction per node,
-as the engine stores parser outputs), then setting the ``kind``/``elements``
-extras on each (what ``adit.generate`` does), and one provenance query.
+What the ``adit.sample`` parser and CalcJob do per sample: build a StructureData
+from an extxyz frame (``aiida_adit.structures.atoms_to_structure``) and store it,
+linked to the CalcJob. Measured here: build + store of N nodes, then writing the
+evaluation extras on each (what ``adit.generate`` does), and one provenance query,
+with the writes grouped as in ``--mode`` (see ``run``).
 The frames are real MP-20 crystals and QM9 molecules, repeated to reach N.
 
-    python benchmarks/aiida_store.py --profile PROFILE [--sizes 1000 10000] [--kind crystal] [--transaction]
+    python benchmarks/aiida_store.py --profile PROFILE [--sizes 1000 10000] [--kind crystal] [--mode chunked]
 
 PROFILE is an existing AiiDA profile (its storage backend is recorded). Results are
 appended as one JSON line per run to ``benchmarks/results/aiida_store.jsonl``.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import time
 
@@ -39,10 +40,18 @@ def frames(kind: str) -> list:
     return [system.to_ase() for system in systems]
 
 
-def run(size: int, kind: str, transaction: bool = False) -> dict:
-    """Store ``size`` structures under one CalcJobNode; returns timings in seconds.
+MODES = ("per-node", "chunked", "transaction")
 
-    :param transaction: store all nodes in one database transaction instead of one each.
+
+def run(size: int, kind: str, mode: str = "chunked") -> dict:
+    """Store ``size`` structures under one CalcJobNode, set their extras, query them; timings in seconds.
+
+    :param mode: ``per-node``: one commit per node, extras set after storing, one commit
+        each (aiida-core's default, and this package before chunking); ``chunked``: what the
+        ``adit`` CalcJobs and ``adit.generate`` do now (``kind``/``elements`` extras set
+        before storing, nodes stored and evaluation extras written
+        ``aiida_adit.storage.WRITES_PER_TRANSACTION`` per transaction); ``transaction``:
+        everything in a single transaction (the lower bound).
     """
     import contextlib
 
@@ -51,34 +60,58 @@ def run(size: int, kind: str, transaction: bool = False) -> dict:
     from aiida.manage import get_manager
     from aiida.plugins.entry_point import format_entry_point_string
 
+    from aiida_adit.parsers.sample import structure_extras
     from aiida_adit.queries import generated_structures
+    from aiida_adit.storage import WRITES_PER_TRANSACTION, set_extras, write_in_transactions
     from aiida_adit.structures import atoms_to_structure
 
     pool = frames(kind)
     calc = orm.CalcJobNode(process_type=format_entry_point_string("aiida.calculations", "adit.sample")).store()
-    nodes = []
-    scope = get_manager().get_profile_storage().transaction() if transaction else contextlib.nullcontext()
+    storage = get_manager().get_profile_storage()
+
+    def scope():
+        return storage.transaction() if mode == "transaction" else contextlib.nullcontext()
+
+    def build(index):
+        node = atoms_to_structure(pool[index % len(pool)])
+        if mode != "per-node":
+            node.base.extras.set_many(structure_extras(node, kind))
+        return f"structures__sample_{index:05d}", node
+
+    def store(pair):
+        label, node = pair
+        node.base.links.add_incoming(calc, link_type=LinkType.CREATE, link_label=label)
+        node.store()
+
     start = time.perf_counter()
-    with scope:
-        for index in range(size):
-            node = atoms_to_structure(pool[index % len(pool)])
-            node.base.links.add_incoming(calc, link_type=LinkType.CREATE, link_label=f"structures__sample_{index:05d}")
-            nodes.append(node.store())
+    pairs = [build(index) for index in range(size)]
+    with scope():
+        if mode == "chunked":
+            write_in_transactions(pairs, store)
+        else:
+            for pair in pairs:
+                store(pair)
     store_s = time.perf_counter() - start
+    nodes = [node for _, node in pairs]
+    evaluation = [(node, {"valid": index % 2 == 0, "formula": node.get_formula()}) for index, node in enumerate(nodes)]
     start = time.perf_counter()
-    for node in nodes:
-        node.base.extras.set_many({"kind": kind, "elements": sorted(node.get_symbols_set())})
+    if mode == "per-node":
+        for node, extras in evaluation:
+            node.base.extras.set_many({**extras, **structure_extras(node, kind)})
+    else:
+        with scope():
+            set_extras(evaluation, size=len(evaluation) if mode == "transaction" else None)
     extras_s = time.perf_counter() - start
     start = time.perf_counter()
     query = generated_structures(elements=["O"], kind=kind)
     query_rows = query.count()
     query_s = time.perf_counter() - start
-    atoms = sum(len(node.sites) for node in nodes)
     return {
         "structures": size,
         "kind": kind,
-        "one_transaction": transaction,
-        "atoms": atoms,
+        "mode": mode,
+        "writes_per_transaction": WRITES_PER_TRANSACTION if mode == "chunked" else (1 if mode == "per-node" else size),
+        "atoms": sum(len(node.sites) for node in nodes),
         "store_s": round(store_s, 2),
         "store_ms_per_structure": round(1000 * store_s / size, 2),
         "extras_s": round(extras_s, 2),
@@ -93,7 +126,7 @@ def main() -> None:
     parser.add_argument("--profile", required=True, help="AiiDA profile to store into (use a scratch one)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--kind", choices=["crystal", "molecule"], default="crystal")
-    parser.add_argument("--transaction", action="store_true", help="store all nodes in one transaction")
+    parser.add_argument("--mode", choices=MODES, default="chunked", help="how writes are grouped (see run())")
     args = parser.parse_args()
 
     import torch
@@ -107,7 +140,9 @@ def main() -> None:
             "machine": MACHINE,
             "date": DATE,
             "storage": profile.storage_backend,
-            **run(size, args.kind, args.transaction),
+            "load_average_before": round(os.getloadavg()[0], 2),
+            **run(size, args.kind, args.mode),
+            "load_average_after": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result))
         with open(RESULTS, "a") as handle:

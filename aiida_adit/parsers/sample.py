@@ -23,8 +23,15 @@ def output_label(index: int) -> str:
     return f"sample_{index:05d}"
 
 
+def structure_extras(structure: orm.StructureData, kind: str) -> dict:
+    """The extras every generated structure carries: ``kind`` and ``elements`` (sorted symbols)."""
+    return {"kind": kind, "elements": sorted(structure.get_symbols_set())}
+
+
 class AditSampleParser(AditParser):
     """Turn ``samples.extxyz`` into ``structures.sample_*`` nodes plus ``samples`` and ``summary``.
+
+    Each structure gets the extras of :func:`structure_extras` before it is stored.
 
     Exit codes: 300/301 missing or unreadable outputs, 302 bad input, 310 bad checkpoint,
     400 walltime, 410 out of memory, 500 fewer structures than asked (the ones generated
@@ -74,6 +81,8 @@ class AditSampleParser(AditParser):
                 skipped.append({"index": index, "reason": str(exc)})
                 continue
             structure.label = f"{kind} {output_label(index)}"
+            # set before storing: written with the node, no extra commit per structure
+            structure.base.extras.set_many(structure_extras(structure, kind))
             self.out(f"structures.{output_label(index)}", structure)
             stored += 1
         if summary is not None:

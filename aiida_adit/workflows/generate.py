@@ -2,8 +2,8 @@
 
 Training is optional: give a DiT ``checkpoint`` to sample it directly, a
 ``vae_checkpoint`` to train only the DiT, or neither to train both stages.
-Every generated StructureData gets the extras ``kind`` (``crystal``/``molecule``)
-and ``elements`` (sorted symbols) and, after evaluation, ``valid`` (bool) and
+Every generated StructureData carries the extras ``kind`` (``crystal``/``molecule``)
+and ``elements`` (sorted symbols; set by the sample parser) and, after evaluation, ``valid`` (bool) and
 ``formula`` (str) copied from the evaluation records, and all of them are put in one Group (``group_label``,
 default ``adit/generate/<pk>``) whose label is also the extra ``group_label`` of
 the work chain node.
@@ -25,7 +25,8 @@ from aiida.engine import ToContext, WorkChain, if_
 from aiida_adit.calculations.base import validate_checkpoint_kind
 from aiida_adit.calculations.evaluate import AditEvaluateCalculation
 from aiida_adit.data.checkpoint import CheckpointData
-from aiida_adit.parsers.sample import output_label
+from aiida_adit.parsers.sample import output_label, structure_extras
+from aiida_adit.storage import set_extras
 from aiida_adit.workflows.metastability import AditMetastabilityWorkChain
 from aiida_adit.workflows.protocols import ProtocolMixin
 from aiida_adit.workflows.sample import AditSampleWorkChain
@@ -285,20 +286,25 @@ class AditGenerateWorkChain(ProtocolMixin, WorkChain):
         if len(records) < len(structures):
             self.report(f"evaluation has {len(records)} records for {len(structures)} structures of {frames.filename}")
             return self.exit_codes.ERROR_EVALUATION_FAILED
-        for record in records:
-            label = output_label(record["index"])
-            if label in structures:  # frames that could not be stored have no node (see the sample parser)
-                structures[label].base.extras.set_many({key: record.get(key) for key in EXTRA_KEYS})
+        # frames that could not be stored have no node (see the sample parser)
+        pairs = (
+            (structures[output_label(record["index"])], {key: record.get(key) for key in EXTRA_KEYS})
+            for record in records
+            if output_label(record["index"]) in structures
+        )
+        set_extras(pairs)
         self.out("evaluation", node.outputs.results)
         return None
 
     def make_group(self):
-        """Put every generated structure in one Group; record ``kind`` and ``elements`` extras."""
+        """Put every generated structure in one Group; fill in ``kind``/``elements`` extras where missing."""
         label = self.inputs.group_label.value if "group_label" in self.inputs else f"adit/generate/{self.node.pk}"
         group, _ = orm.Group.collection.get_or_create(label=label)
         nodes = list(self.ctx.sample.outputs.structures.values())
-        for structure in nodes:
-            structure.base.extras.set_many({"kind": self.ctx.kind, "elements": sorted(structure.get_symbols_set())})
+        # the sample parser sets them; structures of runs parsed by an older version may lack them
+        set_extras(
+            (node, structure_extras(node, self.ctx.kind)) for node in nodes if "elements" not in node.base.extras.keys()
+        )
         group.add_nodes(nodes)
         self.node.base.extras.set("group_label", label)
         self.report(f"{len(self.ctx.sample.outputs.structures)} structures in group `{label}`")
