@@ -59,12 +59,38 @@ def dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def local_device(device: str) -> torch.device:
+    """The device of this process: ``cuda:$LOCAL_RANK`` for CUDA under ``torchrun``, else ``device``.
+
+    With several GPUs per node every process must own one; ``LOCAL_RANK`` (not ``RANK``,
+    which counts across nodes) picks it.
+    """
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        index = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device(device)
+
+
 def init_distributed(device: str) -> tuple[int, int]:
     """Start the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
     rank, world = dist_info()
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device == "cuda" else "gloo")
     return rank, world
+
+
+def any_rank(flag: bool, device: torch.device, world: int) -> bool:
+    """Whether ``flag`` is true on any process (a MAX all-reduce; just ``flag`` when not distributed).
+
+    Decisions that end the loop (a non-finite loss, the time limit) must be taken by all
+    processes at the same step, or the others wait forever in the next gradient all-reduce.
+    """
+    if world == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 # ---------------------------------------------------------------------- logging
@@ -163,9 +189,9 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
         model_file: file name of the model checkpoint inside ``out_dir``.
     """
     out_dir = Path(out_dir)
-    device = torch.device(cfg.device)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA device is available")
+    device = local_device(cfg.device)
     rank, world = init_distributed(cfg.device)
     main = rank == 0
     if main:
@@ -181,7 +207,9 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
         counters = load_state(state_path, model, ema, opt, generator)
     objective: nn.Module = Objective(model, loss_fn)
     if world > 1:
-        objective = nn.parallel.DistributedDataParallel(objective)
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if cfg.compile:
         objective = torch.compile(objective)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device == "cuda"
@@ -210,9 +238,10 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
             with autocast:
                 loss, parts = objective(batch, generator)
-            if not torch.isfinite(loss):
+            if any_rank(not bool(torch.isfinite(loss)), device, world):
                 bar.close()
-                raise NonFiniteLoss(f"non-finite loss ({float(loss.detach())}) at step {step + 1}; "
+                value = f"on at least one of {world} processes" if world > 1 else f"({float(loss.detach())})"
+                raise NonFiniteLoss(f"non-finite loss {value} at step {step + 1}; "
                                     f"the last good checkpoint in {out_dir} is kept")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -244,7 +273,7 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
                 save_all()
             if step >= cfg.max_steps:
                 break
-            if cfg.max_minutes > 0 and (time.time() - t0) / 60.0 >= cfg.max_minutes:
+            if cfg.max_minutes > 0 and any_rank((time.time() - t0) / 60.0 >= cfg.max_minutes, device, world):
                 status = "time_limit"
                 break
         else:

@@ -111,3 +111,21 @@ def test_ddp_two_cpu_processes_hold_identical_weights(tmp_path):
     assert metrics["world_size"] == 2 and metrics["step"] == 3
     init = VAE(VCFG).state_dict()
     assert not torch.equal(init["type_head.weight"], w0["type_head.weight"])
+
+
+def _any_rank_worker(rank, world, port, out_dir):
+    from adit_torch.train import any_rank
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo")
+    answers = [any_rank(rank == 1, torch.device("cpu"), world), any_rank(False, torch.device("cpu"), world)]
+    with open(os.path.join(out_dir, f"any{rank}.json"), "w") as fh:
+        json.dump(answers, fh)
+    torch.distributed.destroy_process_group()
+
+
+def test_a_stop_decided_on_one_process_is_taken_by_all(tmp_path):
+    """A non-finite loss or the time limit on one rank must stop every rank at the same step."""
+    mp.spawn(_any_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"any{rank}.json").read_text()) == [True, False]

@@ -61,3 +61,62 @@ def test_dry_run_script_has_gpu_requests_and_torchrun(aiida_profile_clean, tmp_p
     assert run_line.endswith("> 'adit.out' 2> 'adit.err'")
     lines = script.splitlines()
     assert lines[lines.index(run_line) + 1 :].count("echo $? > _adit_exit_status") == 1
+
+
+#: docs/aiida.md, "Several nodes": one torchrun per node (srun), c10d rendezvous on the first node.
+MULTINODE = [
+    "srun",
+    "--nodes={num_machines}",
+    "--ntasks={num_machines}",
+    "--ntasks-per-node=1",
+    "torchrun",
+    "--nnodes={num_machines}",
+    "--nproc_per_node={num_mpiprocs_per_machine}",
+    "--rdzv-backend=c10d",
+    "--rdzv-endpoint=$ADIT_RDZV_HOST:29500",
+    "--rdzv-id=$SLURM_JOB_ID",
+    "--no-python",
+]
+RDZV_PREPEND = 'export ADIT_RDZV_HOST=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+
+
+def test_multinode_script_expands_the_rendezvous_variables(aiida_profile_clean, tmp_path, monkeypatch, make_checkpoint):
+    """Two nodes x 4 GPUs: one torchrun per node, and the endpoint variables left for bash to expand."""
+    from aiida.plugins import CalculationFactory
+
+    monkeypatch.chdir(tmp_path)
+    computer = orm.Computer(
+        label="gpu-cluster-multinode",
+        hostname="localhost",
+        transport_type="core.local",
+        scheduler_type="core.slurm",
+        workdir=str(tmp_path / "scratch"),
+    ).store()
+    computer.set_mpirun_command(MULTINODE)
+    computer.set_use_double_quotes(True)
+    computer.set_prepend_text(RDZV_PREPEND)
+    computer.configure()
+    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable="/opt/adit/bin/adit").store()
+
+    builder = CalculationFactory("adit.train").get_builder()
+    builder.code = code
+    builder.settings = orm.Dict({"stage": "vae", "dataset": "mp20", "size": "B", "device": "cuda"})
+    builder.metadata.options = {
+        "resources": {"num_machines": 2, "num_mpiprocs_per_machine": 4},
+        "withmpi": True,
+        "max_wallclock_seconds": 24 * 3600,
+        "custom_scheduler_commands": "#SBATCH --gres=gpu:4",
+    }
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+
+    lines = (tmp_path / node.dry_run_info["folder"] / "_aiidasubmit.sh").read_text().splitlines()
+    assert "#SBATCH --nodes=2" in lines and "#SBATCH --gres=gpu:4" in lines
+    run_line = next(line for line in lines if "train-vae" in line)
+    # the prepend text (computer) comes before the run line, so the variable is set when bash expands it
+    assert lines.index(RDZV_PREPEND) < lines.index(run_line)
+    assert run_line.startswith(
+        '"srun" "--nodes=2" "--ntasks=2" "--ntasks-per-node=1" "torchrun" "--nnodes=2" "--nproc_per_node=4" '
+        '"--rdzv-backend=c10d" "--rdzv-endpoint=$ADIT_RDZV_HOST:29500" "--rdzv-id=$SLURM_JOB_ID" "--no-python"'
+    )
