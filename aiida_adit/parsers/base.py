@@ -8,6 +8,7 @@ run's files. A missing status file means the job script was cut off.
 
 from __future__ import annotations
 
+import json
 import math
 
 from aiida.engine import ExitCode
@@ -47,6 +48,27 @@ class AditParser(Parser):
             return self.retrieved.base.repository.get_object_content(name, mode="r")
         except (FileNotFoundError, OSError):
             return None
+
+    def read_json(self, name: str, required_list: str | None = None) -> dict | ExitCode | None:
+        """``name`` in ``retrieved`` as a JSON object with non-finite floats made None (see :func:`finite_json`).
+
+        Returns None when the file is absent, and ``ERROR_UNREADABLE_OUTPUT`` naming the file
+        when it is not a JSON object or, with ``required_list``, lacks a list under that key.
+        """
+        text = self.read_text(name)
+        if text is None:
+            return None
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=name, error=str(exc))
+        if not isinstance(payload, dict):
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=name, error="not a JSON object")
+        if required_list is not None and not isinstance(payload.get(required_list), list):
+            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(
+                filename=name, error=f"expected an object with a `{required_list}` list"
+            )
+        return finite_json(payload)
 
     def exit_status(self) -> int | None:
         """The ``adit`` exit status, or None when the job script never wrote it (killed)."""

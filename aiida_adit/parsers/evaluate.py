@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from aiida import orm
+from aiida.engine import ExitCode
 
 from aiida_adit.calculations.evaluate import JSON_NAME
-from aiida_adit.parsers.base import AditParser, finite_json
+from aiida_adit.parsers.base import AditParser
 
 
 class AditEvaluateParser(AditParser):
@@ -23,18 +22,12 @@ class AditEvaluateParser(AditParser):
         if failed is not None:
             return failed
 
-        text = self.read_text(JSON_NAME)
-        if text is None:
+        payload = self.read_json(JSON_NAME, required_list="per_structure")
+        if payload is None:
             return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=JSON_NAME)
-        try:
-            payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=JSON_NAME, error=str(exc))
-        if not isinstance(payload, dict) or not isinstance(payload.get("per_structure"), list):
-            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(
-                filename=JSON_NAME, error="expected an object with a `per_structure` list"
-            )
+        if isinstance(payload, ExitCode):
+            return payload
         records = payload.pop("per_structure")
-        self.out("results", orm.Dict(finite_json(payload)))
-        self.out("per_structure", orm.Dict({"records": finite_json(records)}))
+        self.out("results", orm.Dict(payload))
+        self.out("per_structure", orm.Dict({"records": records}))
         return None

@@ -10,14 +10,14 @@ no output node; their reason is in ``results``.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from aiida import orm
+from aiida.engine import ExitCode
 
 from aiida_adit.calculations.relax import JSON_NAME, OUTPUT_NAME
-from aiida_adit.parsers.base import AditParser, finite_json
+from aiida_adit.parsers.base import AditParser
 
 #: ``adit`` exit status when no structure could be kept.
 STATUS_NONE_KEPT = 6
@@ -41,14 +41,12 @@ class AditRelaxParser(AditParser):
         if failed is not None:
             return failed
 
-        text = self.read_text(JSON_NAME)
-        if text is None:
+        payload = self.read_json(JSON_NAME, required_list="structures")
+        if payload is None:
             return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=JSON_NAME)
-        try:
-            payload = json.loads(text)
-            records = list(payload["structures"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=JSON_NAME, error=str(exc))
+        if isinstance(payload, ExitCode):
+            return payload
+        records = payload["structures"]
 
         inputs = dict(self.node.inputs.structures)
         frames_text = self.read_text(OUTPUT_NAME)
@@ -92,5 +90,5 @@ class AditRelaxParser(AditParser):
             by_key[key] = {k: v for k, v in rec.items() if k != "stress"}
         results = {k: v for k, v in payload.items() if k != "structures"}
         results["structures"] = by_key
-        self.out("results", orm.Dict(finite_json(results)))
+        self.out("results", orm.Dict(results))
         return None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 
 from aiida import orm
+from aiida.engine import ExitCode
 
 from adit_torch.errors import DataFormatError
 from aiida_adit.calculations.sample import OUTPUT_NAME, SUMMARY_NAME
@@ -48,16 +47,10 @@ class AditSampleParser(AditParser):
         elif status not in (0, 6):
             return self.exit_for_status(status)
 
-        summary_text = self.read_text(SUMMARY_NAME)
-        summary = None
-        if summary_text is not None:
-            try:
-                summary = json.loads(summary_text)
-            except json.JSONDecodeError as exc:
-                return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=SUMMARY_NAME, error=str(exc))
-            if not isinstance(summary, dict):
-                return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=SUMMARY_NAME, error="not an object")
-        elif status == 0:
+        summary = self.read_json(SUMMARY_NAME)
+        if isinstance(summary, ExitCode):
+            return summary
+        if summary is None and status == 0:
             return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=SUMMARY_NAME)
 
         temporary = kwargs.get("retrieved_temporary_folder")
@@ -86,8 +79,7 @@ class AditSampleParser(AditParser):
             self.out(f"structures.{output_label(index)}", structure)
             stored += 1
         if summary is not None:
-            finite = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-            self.out("summary", orm.Dict({**finite, "num_stored": stored, "not_stored": skipped}))
+            self.out("summary", orm.Dict({**summary, "num_stored": stored, "not_stored": skipped}))
 
         asked = self.node.inputs.num_samples.value
         if stored < asked or status == 6:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 
@@ -57,7 +56,7 @@ class AditTrainParser(AditParser):
         checkpoint_path = os.path.join(temporary, f"{stage}.safetensors") if temporary else None
         has_checkpoint = checkpoint_path is not None and os.path.isfile(checkpoint_path)
 
-        metrics = self._parse_metrics()
+        metrics = self.read_json(METRICS_NAME)
         if isinstance(metrics, dict):
             self.out("metrics", orm.Dict(metrics))
         log = self.read_text(LOG_NAME)
@@ -99,17 +98,3 @@ class AditTrainParser(AditParser):
             # Stopped on purpose before the walltime: checkpoint and state saved, the run can resume.
             return self.exit_codes.ERROR_OUT_OF_WALLTIME
         return None
-
-    def _parse_metrics(self):
-        """``metrics.json`` as a dict, None when absent, or an exit code when unreadable."""
-        text = self.read_text(METRICS_NAME)
-        if text is None:
-            return None
-        try:
-            metrics = json.loads(text)
-        except json.JSONDecodeError as exc:
-            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=METRICS_NAME, error=str(exc))
-        if not isinstance(metrics, dict):
-            return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(filename=METRICS_NAME, error="not a JSON object")
-        # JSON allows NaN/Infinity in Python's reader but aiida's Dict stores only finite numbers.
-        return {key: (None if isinstance(v, float) and not math.isfinite(v) else v) for key, v in metrics.items()}

@@ -170,3 +170,37 @@ def test_evaluate_without_json_is_missing_output(tmp_path, fixture_folder, gener
     inputs = {"samples": orm.SinglefileData.from_string("", "s.extxyz"), "kind": orm.Str("molecule")}
     _, calcfunction = parse_folder(generate_calc_job_node("adit.evaluate", inputs, folder), "adit.evaluate")
     assert calcfunction.exit_status == 300
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        ("{not json", "evaluation.json"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"validity": {}}', "`per_structure` list"),
+    ],
+)
+def test_evaluate_unreadable_json_names_the_file_and_the_problem(
+    tmp_path, fixture_folder, generate_calc_job_node, parse_folder, content, error
+):
+    folder = tmp_path / "retrieved"
+    shutil.copytree(fixture_folder("evaluate_molecule", "retrieved"), folder)
+    (folder / "evaluation.json").write_text(content)
+    inputs = {"samples": orm.SinglefileData.from_string("", "s.extxyz"), "kind": orm.Str("molecule")}
+    _, calcfunction = parse_folder(generate_calc_job_node("adit.evaluate", inputs, folder), "adit.evaluate")
+    assert calcfunction.exit_status == 301
+    assert "evaluation.json" in calcfunction.exit_message and error in calcfunction.exit_message
+
+
+def test_evaluate_non_finite_numbers_become_none(tmp_path, fixture_folder, generate_calc_job_node, parse_folder):
+    folder = tmp_path / "retrieved"
+    shutil.copytree(fixture_folder("evaluate_molecule", "retrieved"), folder)
+    payload = json.loads((folder / "evaluation.json").read_text())
+    payload["wasserstein"] = {"num_atoms": float("nan")}
+    payload["per_structure"][0]["energy"] = float("inf")
+    (folder / "evaluation.json").write_text(json.dumps(payload))  # Python writes NaN / Infinity
+    inputs = {"samples": orm.SinglefileData.from_string("", "s.extxyz"), "kind": orm.Str("molecule")}
+    results, calcfunction = parse_folder(generate_calc_job_node("adit.evaluate", inputs, folder), "adit.evaluate")
+    assert calcfunction.is_finished_ok, calcfunction.exit_message
+    assert results["results"]["wasserstein"] == {"num_atoms": None}
+    assert results["per_structure"]["records"][0]["energy"] is None
