@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import datastructures
-from aiida.common.links import LinkType
 from aiida.engine import CalcJob
 
 from aiida_adit.data.checkpoint import CheckpointData
-from aiida_adit.storage import write_in_transactions
+from aiida_adit.storage import StoreOutputsInChunks
 
 STDOUT_NAME = "adit.out"
 STDERR_NAME = "adit.err"
@@ -39,8 +38,8 @@ def validate_checkpoint_kind(node: CheckpointData, expected: tuple[str, ...], po
     return None
 
 
-class AditCalculation(CalcJob):
-    """Base of the ``adit`` CalcJobs: one machine, one process, no MPI, shared exit codes."""
+class AditCalculation(StoreOutputsInChunks, CalcJob):
+    """Base of the ``adit`` CalcJobs: one machine, one process, no MPI, shared exit codes; outputs stored in chunks."""
 
     @classmethod
     def define(cls, spec):
@@ -79,30 +78,6 @@ class AditCalculation(CalcJob):
             message="The run was stopped before it finished (walltime); the run folder can be resumed.",
         )
         spec.exit_code(410, "ERROR_OUT_OF_MEMORY", invalidates_cache=True, message="The run ran out of memory: {error}")
-
-    def update_outputs(self) -> None:
-        """Store and link the outputs added since the last call, many per database transaction.
-
-        The engine's own version commits once per output node; a sampling run can
-        emit tens of thousands of structures, so new outputs are stored here in
-        transactions of :data:`aiida_adit.storage.WRITES_PER_TRANSACTION` (same links,
-        same validation, one commit per chunk). Anything left (e.g. an output that
-        is somehow already stored) goes through the engine's path unchanged.
-        """
-        if self.metadata.store_provenance is False:
-            return
-        linked = set(self.node.base.links.get_outgoing(link_type=LinkType.CREATE).all_link_labels())
-        new = [
-            (label, node) for label, node in self._flat_outputs().items() if label not in linked and not node.is_stored
-        ]
-
-        def store(pair) -> None:
-            label, node = pair
-            node.base.links.add_incoming(self.node, LinkType.CREATE, label)
-            node.store()
-
-        write_in_transactions(new, store)
-        super().update_outputs()
 
     def make_calc_info(
         self,

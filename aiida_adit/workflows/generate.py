@@ -26,7 +26,7 @@ from aiida_adit.calculations.base import validate_checkpoint_kind
 from aiida_adit.calculations.evaluate import AditEvaluateCalculation
 from aiida_adit.data.checkpoint import CheckpointData
 from aiida_adit.parsers.sample import output_label, structure_extras
-from aiida_adit.storage import set_extras
+from aiida_adit.storage import ReturnLinksInBulk, set_extras
 from aiida_adit.workflows.metastability import AditMetastabilityWorkChain
 from aiida_adit.workflows.protocols import ProtocolMixin
 from aiida_adit.workflows.sample import AditSampleWorkChain
@@ -65,7 +65,7 @@ def validate_inputs(inputs, _) -> str | None:
     return None
 
 
-class AditGenerateWorkChain(ProtocolMixin, WorkChain):
+class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
     """Train (optionally), sample, evaluate and group generated crystals or molecules."""
 
     _protocol_file = "generate"

@@ -29,6 +29,7 @@ from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_adit.calculations.relax import AditRelaxCalculation
 from aiida_adit.data.hull import ReferenceHullData
+from aiida_adit.storage import ReturnLinksInBulk
 from aiida_adit.workflows.functions import energy_above_hull, stability_rates
 
 
@@ -59,7 +60,7 @@ def validate_inputs(inputs, ctx) -> str | None:
     return None
 
 
-class AditMetastabilityWorkChain(WorkChain):
+class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
     """Relax crystals, compute their energies above a reference hull, and the stability rates."""
 
     @classmethod

@@ -15,9 +15,10 @@ from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
 
 from aiida_adit.calculations.sample import AditSampleCalculation
+from aiida_adit.storage import ReturnLinksInBulk
 
 
-class AditSampleWorkChain(BaseRestartWorkChain):
+class AditSampleWorkChain(ReturnLinksInBulk, BaseRestartWorkChain):
     """Sample a DiT checkpoint; keep partial results above ``min_fraction``."""
 
     _process_class = AditSampleCalculation
