@@ -7,7 +7,8 @@ evaluation extras on each (what ``adit.generate`` does), and one provenance quer
 with the writes grouped as in ``--mode`` (see ``run``).
 The frames are real MP-20 crystals and QM9 molecules, repeated to reach N.
 
-    python benchmarks/aiida_store.py --profile PROFILE [--sizes 1000 10000] [--kind crystal] [--mode chunked]
+    python benchmarks/aiida_store.py --profile PROFILE [--sizes 1000 10000] [--kind crystal]
+        [--mode chunked] [--measure store]
 
 PROFILE is an existing AiiDA profile (its storage backend is recorded). Results are
 appended as one JSON line per run to ``benchmarks/results/aiida_store.jsonl``.
@@ -120,6 +121,49 @@ def run(size: int, kind: str, mode: str = "chunked") -> dict:
     }
 
 
+def run_returns(size: int, kind: str, mode: str = "chunked") -> dict:
+    """Return ``size`` stored structures from a work flow node (what a work chain does with its outputs).
+
+    :param mode: ``per-node``: one ``add_incoming`` (one commit) per link, as aiida-core's
+        ``update_outputs`` does; ``chunked``: ``aiida_adit.storage.return_links``, what the
+        ``adit`` work chains do now.
+    """
+    from aiida import orm
+    from aiida.common import LinkType
+    from aiida.plugins.entry_point import format_entry_point_string
+
+    from aiida_adit.storage import return_links, write_in_transactions
+    from aiida_adit.structures import atoms_to_structure
+
+    pool = frames(kind)
+    calc = orm.CalcJobNode(process_type=format_entry_point_string("aiida.calculations", "adit.sample")).store()
+    pairs = [(f"structures__sample_{i:05d}", atoms_to_structure(pool[i % len(pool)])) for i in range(size)]
+
+    def store(pair):
+        pair[1].base.links.add_incoming(calc, link_type=LinkType.CREATE, link_label=pair[0])
+        pair[1].store()
+
+    write_in_transactions(pairs, store)
+    workflow = orm.WorkflowNode().store()
+    start = time.perf_counter()
+    if mode == "per-node":
+        for label, node in pairs:
+            node.base.links.add_incoming(workflow, link_type=LinkType.RETURN, link_label=label)
+    else:
+        return_links(workflow, dict(pairs))
+    return_s = time.perf_counter() - start
+    linked = len(workflow.base.links.get_outgoing(link_type=LinkType.RETURN).all_link_labels())
+    assert linked == size, f"{linked} RETURN links for {size} structures"
+    return {
+        "structures": size,
+        "kind": kind,
+        "mode": mode,
+        "measure": "returns",
+        "return_s": round(return_s, 2),
+        "return_ms_per_structure": round(1000 * return_s / size, 3),
+    }
+
+
 def main() -> None:
     """Parse arguments, run each size, print and append the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -127,6 +171,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--kind", choices=["crystal", "molecule"], default="crystal")
     parser.add_argument("--mode", choices=MODES, default="chunked", help="how writes are grouped (see run())")
+    parser.add_argument(
+        "--measure", choices=["store", "returns"], default="store", help="store + extras + query, or RETURN links"
+    )
     args = parser.parse_args()
 
     import torch
@@ -141,7 +188,7 @@ def main() -> None:
             "date": DATE,
             "storage": profile.storage_backend,
             "load_average_before": round(os.getloadavg()[0], 2),
-            **run(size, args.kind, args.mode),
+            **(run if args.measure == "store" else run_returns)(size, args.kind, args.mode),
             "load_average_after": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result))
