@@ -5,7 +5,7 @@ in-process (``run_get_node``) on a local computer with the tiny DiT of the test
 fixtures, so every cost a user pays is in: the ``adit sample`` command, retrieval
 of the extxyz, the parser (reading the frames, building StructureData, extras),
 and the engine storing and linking the outputs (chunked transactions,
-``AditCalculation.update_outputs``). The parser and the output storing are timed
+``aiida_adit.storage.StoreOutputsInChunks``). The parser and the output storing are timed
 separately by wrapping them; then putting the structures in a Group (what
 ``adit.generate`` does next) is timed too.
 
