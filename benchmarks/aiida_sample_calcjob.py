@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import os
 import pathlib
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "aiida_sample_calcjob.jsonl"
 CHECKPOINT = ROOT / "tests" / "fixtures" / "aiida" / "train_dit" / "temporary" / "dit.safetensors"
-MACHINE = "2-core CPU, 24 GiB, no GPU"
-DATE = "2026-11-25"
 
 
 def _example():
@@ -111,23 +107,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="sampler steps (the model is tiny; 3 keeps it short)")
     args = parser.parse_args()
 
-    from aiida import load_profile
+    from aiida_store import record_runs  # benchmarks/ is on sys.path when run as a script
 
-    profile = load_profile(args.profile)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    for size in args.sizes:
-        result = {
-            "machine": MACHINE,
-            "date": DATE,
-            "storage": profile.storage_backend,
-            "load_average_before": round(os.getloadavg()[0], 2),
-            **run(size, args.kind, args.steps),
-            "load_average_after": round(os.getloadavg()[0], 2),
-        }
-        print(json.dumps(result))
-        with open(RESULTS, "a") as handle:
-            handle.write(json.dumps(result) + "\n")
-
+    record_runs(args.profile, args.sizes, RESULTS, lambda size: run(size, args.kind, args.steps))
 
 if __name__ == "__main__":
     main()

@@ -177,22 +177,33 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from aiida import load_profile
 
     torch.set_num_threads(1)
-    profile = load_profile(args.profile)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    for size in args.sizes:
+    measure = run if args.measure == "store" else run_returns
+    record_runs(args.profile, args.sizes, RESULTS, lambda size: measure(size, args.kind, args.mode))
+
+
+def record_runs(profile_name: str, sizes: list[int], results: pathlib.Path, measure) -> None:
+    """Load the AiiDA profile, call ``measure(size)`` for each size, print and append each result.
+
+    Each JSON line gets the machine, the date, the storage backend and the load average
+    before and after the run around what ``measure`` returns.
+    """
+    from aiida import load_profile
+
+    profile = load_profile(profile_name)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    for size in sizes:
         result = {
             "machine": MACHINE,
             "date": DATE,
             "storage": profile.storage_backend,
             "load_average_before": round(os.getloadavg()[0], 2),
-            **(run if args.measure == "store" else run_returns)(size, args.kind, args.mode),
+            **measure(size),
             "load_average_after": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(result))
-        with open(RESULTS, "a") as handle:
+        with open(results, "a") as handle:
             handle.write(json.dumps(result) + "\n")
 
 

@@ -6,22 +6,30 @@ from aiida.engine import run_get_node
 TORCHRUN = ["torchrun", "--standalone", "--nnodes={num_machines}", "--nproc_per_node={num_mpiprocs_per_machine}"]
 
 
+def _slurm_code(tmp_path, label, mpirun, use_double_quotes=False, prepend=None):
+    """The ``adit`` code on a Slurm computer (local transport) with ``mpirun`` as its mpirun command."""
+    computer = orm.Computer(
+        label=label,
+        hostname="localhost",
+        transport_type="core.local",
+        scheduler_type="core.slurm",
+        workdir=str(tmp_path / "scratch"),
+    ).store()
+    computer.set_mpirun_command(mpirun)
+    computer.set_use_double_quotes(use_double_quotes)
+    if prepend:
+        computer.set_prepend_text(prepend)
+    computer.configure()
+    return orm.InstalledCode(label="adit", computer=computer, filepath_executable="/opt/adit/bin/adit").store()
+
+
 def test_dry_run_script_has_gpu_requests_and_torchrun(aiida_profile_clean, tmp_path, monkeypatch, make_checkpoint):
     from aiida.plugins import CalculationFactory
 
     from aiida_adit.data.checkpoint import CheckpointData
 
     monkeypatch.chdir(tmp_path)
-    computer = orm.Computer(
-        label="gpu-cluster",
-        hostname="localhost",
-        transport_type="core.local",
-        scheduler_type="core.slurm",
-        workdir=str(tmp_path / "scratch"),
-    ).store()
-    computer.set_mpirun_command([*TORCHRUN, "--no-python"])
-    computer.configure()
-    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable="/opt/adit/bin/adit").store()
+    code = _slurm_code(tmp_path, "gpu-cluster", [*TORCHRUN, "--no-python"])
 
     builder = CalculationFactory("adit.train").get_builder()
     builder.code = code
@@ -85,18 +93,7 @@ def test_multinode_script_expands_the_rendezvous_variables(aiida_profile_clean, 
     from aiida.plugins import CalculationFactory
 
     monkeypatch.chdir(tmp_path)
-    computer = orm.Computer(
-        label="gpu-cluster-multinode",
-        hostname="localhost",
-        transport_type="core.local",
-        scheduler_type="core.slurm",
-        workdir=str(tmp_path / "scratch"),
-    ).store()
-    computer.set_mpirun_command(MULTINODE)
-    computer.set_use_double_quotes(True)
-    computer.set_prepend_text(RDZV_PREPEND)
-    computer.configure()
-    code = orm.InstalledCode(label="adit", computer=computer, filepath_executable="/opt/adit/bin/adit").store()
+    code = _slurm_code(tmp_path, "gpu-cluster-multinode", MULTINODE, use_double_quotes=True, prepend=RDZV_PREPEND)
 
     builder = CalculationFactory("adit.train").get_builder()
     builder.code = code
