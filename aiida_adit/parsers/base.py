@@ -49,15 +49,18 @@ class AditParser(Parser):
         except (FileNotFoundError, OSError):
             return None
 
-    def read_json(self, name: str, required_list: str | None = None) -> dict | ExitCode | None:
+    def read_json(
+        self, name: str, required: bool = False, required_list: str | None = None
+    ) -> dict | ExitCode | None:
         """``name`` in ``retrieved`` as a JSON object with non-finite floats made None (see :func:`finite_json`).
 
-        Returns None when the file is absent, and ``ERROR_UNREADABLE_OUTPUT`` naming the file
-        when it is not a JSON object or, with ``required_list``, lacks a list under that key.
+        Returns, when the file is absent, ``ERROR_MISSING_OUTPUT`` if ``required`` else None;
+        ``ERROR_UNREADABLE_OUTPUT`` naming the file when it is not a JSON object or, with
+        ``required_list``, lacks a list under that key.
         """
         text = self.read_text(name)
         if text is None:
-            return None
+            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=name) if required else None
         try:
             payload = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -22,9 +22,7 @@ class AditEvaluateParser(AditParser):
         if failed is not None:
             return failed
 
-        payload = self.read_json(JSON_NAME, required_list="per_structure")
-        if payload is None:
-            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=JSON_NAME)
+        payload = self.read_json(JSON_NAME, required=True, required_list="per_structure")
         if isinstance(payload, ExitCode):
             return payload
         records = payload.pop("per_structure")

@@ -41,9 +41,7 @@ class AditRelaxParser(AditParser):
         if failed is not None:
             return failed
 
-        payload = self.read_json(JSON_NAME, required_list="structures")
-        if payload is None:
-            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=JSON_NAME)
+        payload = self.read_json(JSON_NAME, required=True, required_list="structures")
         if isinstance(payload, ExitCode):
             return payload
         records = payload["structures"]

@@ -47,11 +47,9 @@ class AditSampleParser(AditParser):
         elif status not in (0, 6):
             return self.exit_for_status(status)
 
-        summary = self.read_json(SUMMARY_NAME)
+        summary = self.read_json(SUMMARY_NAME, required=status == 0)  # a partial run (6) may lack it
         if isinstance(summary, ExitCode):
             return summary
-        if summary is None and status == 0:
-            return self.exit_codes.ERROR_MISSING_OUTPUT.format(filename=SUMMARY_NAME)
 
         temporary = kwargs.get("retrieved_temporary_folder")
         path = os.path.join(temporary, OUTPUT_NAME) if temporary else None
