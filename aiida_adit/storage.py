@@ -14,6 +14,7 @@ adds their RETURN links with one insert per chunk.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -53,15 +54,9 @@ def write_in_transactions(items: Iterable[T], write: Callable[[T], Any], size: i
     the outer one on exit, which would end the caller's early). Returns the number of writes.
     """
     storage = get_manager().get_profile_storage()
-    if storage.in_transaction:
-        count = 0
-        for item in items:
-            write(item)
-            count += 1
-        return count
     count = 0
     for chunk in chunks(items, size):
-        with storage.transaction():
+        with contextlib.nullcontext() if storage.in_transaction else storage.transaction():
             for item in chunk:
                 write(item)
         count += len(chunk)
