@@ -98,6 +98,9 @@ class AtomicSystem:
             raise InvalidSystemError(
                 f"{self.label}: {len(self.numbers)} atomic numbers but {len(self.positions)} positions"
             )
+        # Fractional coordinates a crystal was built from, kept exactly (see ``frac_coords``):
+        # (frac (N, 3), the positions and the lattice they gave), or None.
+        self._given_frac: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -146,8 +149,19 @@ class AtomicSystem:
 
     @property
     def frac_coords(self) -> np.ndarray:
-        """Fractional coordinates ``(N, 3)`` (crystals only; not wrapped)."""
+        """Fractional coordinates ``(N, 3)`` (crystals only; not wrapped).
+
+        A crystal built by :meth:`from_fractional` returns the fractional
+        coordinates it was given, bit for bit, for as long as its positions and
+        lattice are the ones they produced; otherwise (or once either changes,
+        in place or by assignment) they are solved from the Cartesian positions.
+        Solving ``frac @ lattice`` back is exact only to round-off, which
+        turns a wrapped 0.0 into -1e-34 and breaks ``[0, 1)``.
+        """
         lat = self._require_lattice()
+        given = self._given_frac
+        if given is not None and np.array_equal(given[1], self.positions) and np.array_equal(given[2], lat):
+            return given[0].copy()
         return np.linalg.solve(lat.T, self.positions.T).T
 
     @property
@@ -169,8 +183,10 @@ class AtomicSystem:
     def from_fractional(cls, numbers, frac_coords, lattice, info=None) -> AtomicSystem:
         """Build a crystal from fractional coordinates ``(N, 3)`` and a lattice ``(3, 3)`` (Å)."""
         lattice = np.asarray(lattice, dtype=np.float64).reshape(3, 3)
-        pos = np.asarray(frac_coords, dtype=np.float64).reshape(-1, 3) @ lattice
-        return cls(numbers, pos, lattice, dict(info or {}))
+        frac = np.array(frac_coords, dtype=np.float64).reshape(-1, 3)
+        system = cls(numbers, frac @ lattice, lattice, dict(info or {}))
+        system._given_frac = (frac, system.positions.copy(), system.lattice.copy())
+        return system
 
     @classmethod
     def from_parameters(cls, numbers, frac_coords, lengths, angles, info=None) -> AtomicSystem:
@@ -178,11 +194,13 @@ class AtomicSystem:
         return cls.from_fractional(numbers, frac_coords, lattice_from_parameters(lengths, angles), info)
 
     def copy(self) -> AtomicSystem:
-        """A deep copy."""
-        return AtomicSystem(
+        """A deep copy (fractional coordinates given at construction included)."""
+        out = AtomicSystem(
             self.numbers.copy(), self.positions.copy(),
             None if self.lattice is None else self.lattice.copy(), dict(self.info),
         )
+        out._given_frac = self._given_frac  # immutable by use: never written in place
+        return out
 
     # ------------------------------------------------------------- validation
     def validate(self, max_atoms: int | None = None, min_distance: float = MIN_DISTANCE) -> AtomicSystem:

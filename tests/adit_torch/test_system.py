@@ -156,6 +156,34 @@ def test_canonical_is_niggli_with_wrapped_fractions(crystals):
         np.testing.assert_allclose(sorted(again.angles), sorted(canon.angles), atol=1e-5)
 
 
+def test_fractional_coordinates_given_are_kept_exactly(crystals):
+    """Built from fractional coordinates, a crystal returns them bit for bit (a wrapped 0.0 stays 0.0,
+    not the -1e-34 that solving ``frac @ lattice`` back gives), also through ``copy``."""
+    for system in crystals:
+        frac = np.mod(system.frac_coords, 1.0)
+        frac[0] = 0.0  # an atom on the origin: the case round-off turned negative
+        built = AtomicSystem.from_fractional(system.numbers, frac, system.lattice, system.info)
+        assert np.array_equal(built.frac_coords, frac)
+        assert np.array_equal(built.copy().frac_coords, frac)
+        out = built.frac_coords
+        out[0] = 0.5  # the caller's array is a copy
+        assert np.array_equal(built.frac_coords, frac)
+
+
+def test_fractional_coordinates_follow_moved_atoms(crystals):
+    """Once the positions or the lattice change (in place or by assignment) the fractional
+    coordinates are solved from them again, never stale."""
+    system = crystals[1].canonical()
+    shift = np.array([0.1, -0.2, 0.3])
+    moved = system.copy()
+    moved.positions[0] += shift
+    expected = np.linalg.solve(moved.lattice.T, moved.positions.T).T
+    np.testing.assert_allclose(moved.frac_coords, expected, atol=0)
+    assigned = system.copy()
+    assigned.lattice = 1.1 * assigned.lattice
+    np.testing.assert_allclose(assigned.frac_coords, system.frac_coords / 1.1, atol=1e-12)
+
+
 def test_canonical_forgets_the_choice_of_cell(crystals):
     """A sheared, shifted and unwrapped description of the same crystal has the same canonical form."""
     system = crystals[2]
