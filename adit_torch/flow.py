@@ -1,9 +1,11 @@
 """Generic flow matching on padded token sets (no chemistry here).
 
 Linear interpolant ``x_t = t * x1 + (1 - t) * x0`` with ``x0 ~ N(0, I)``; the
-network predicts the clean sample ``x1``; the loss is the masked mean squared
-error weighted by ``1 / (1 - min(t, t_clip))`` (the velocity error up to the
-clip). Self-conditioning feeds the network its own detached estimate of ``x1``
+network predicts the clean sample ``x1``; the x1 error is divided by
+``1 - min(t, t_clip)`` before squaring, so the loss is the masked mean squared
+error weighted by ``1 / (1 - min(t, t_clip))^2``: the velocity error
+``(x1_hat - x1) / (1 - t)`` up to the clip, as in the reference's
+``ldm_module.criterion``. Self-conditioning feeds the network its own detached estimate of ``x1``
 half of the time. Sampling integrates the ODE with Euler steps; the velocity
 implied by a clean prediction is ``(x1_hat - x_t) / (1 - t)``.
 
@@ -39,7 +41,11 @@ def masked_noise(shape, mask: torch.Tensor, generator: torch.Generator | None = 
 
 def flow_matching_loss(net: Denoiser, x1: torch.Tensor, mask: torch.Tensor, cfg: FlowConfig,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-    """Weighted clean-sample regression loss (scalar) for data ``x1 (B, N, D)`` with ``mask (B, N)``.
+    """Velocity-weighted clean-sample loss (scalar) for data ``x1 (B, N, D)`` with ``mask (B, N)``.
+
+    Per sample: the squared x1 error averaged over real tokens and dims, times
+    ``(1 - min(t, t_clip)) ** -cfg.weight_power`` (2: the squared velocity error); the batch loss
+    is the mean over samples.
 
     Draws ``t ~ U(0, 1)`` per sample, noise ``x0``, and (with probability
     ``cfg.self_cond_prob`` per batch) a detached self-conditioning estimate.
@@ -56,7 +62,7 @@ def flow_matching_loss(net: Denoiser, x1: torch.Tensor, mask: torch.Tensor, cfg:
     pred = net(xt, t, self_cond)
     m = mask.unsqueeze(-1).to(pred.dtype)
     err = ((pred.float() - x1.float()) ** 2 * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) * x1.shape[-1]).clamp_min(1)
-    weight = 1.0 / (1.0 - torch.clamp(t, max=cfg.t_clip))
+    weight = (1.0 - torch.clamp(t, max=cfg.t_clip)) ** -cfg.weight_power
     return (weight * err).mean()
 
 

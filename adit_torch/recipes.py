@@ -54,15 +54,21 @@ class JointSystems(Sequence):
         return np.concatenate([np.asarray(p.periodic) for p in self.parts])
 
 
-def load_training_data(dataset: str, split: str = "train", max_systems: int = 0) -> JointSystems:
-    """``mp20``, ``qm9`` or ``joint`` systems of one split; ``max_systems > 0`` keeps the first ones of each."""
+def load_training_data(dataset: str, split: str = "train", max_systems: int = 0,
+                       crystal_repeat: int = 1) -> JointSystems:
+    """``mp20``, ``qm9`` or ``joint`` systems of one split.
+
+    ``max_systems > 0`` keeps the first ones of each dataset; ``crystal_repeat > 1`` lists the
+    MP-20 part that many times (a joint run's crystal share, see ``TrainConfig.crystal_repeat``).
+    """
     from adit_torch.datasets import load_dataset
 
     names = ("mp20", "qm9") if dataset == "joint" else (dataset,)
     parts = []
     for name in names:
         ds = load_dataset(name, split, skip_invalid=True)
-        parts.append(ds[:max_systems] if max_systems > 0 else ds)
+        ds = ds[:max_systems] if max_systems > 0 else ds
+        parts += [ds] * (crystal_repeat if name == "mp20" else 1)
     return JointSystems(parts)
 
 
@@ -142,7 +148,8 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     ``init`` starts from the weights of an existing VAE checkpoint (fine-tuning).
     """
     out_dir = Path(out_dir)
-    data = load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems) if data is None else data
+    data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
+            if data is None else data)
     vae = VAE(vae_cfg)
     if init:
         src, _ = load_vae(init)
@@ -211,7 +218,8 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     if dit_cfg.latent_dim != vae.cfg.latent_dim:
         raise CheckpointError(f"--vae {vae_path}: latent size {vae.cfg.latent_dim} differs from the DiT's "
                               f"{dit_cfg.latent_dim}")
-    data = load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems) if data is None else data
+    data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
+            if data is None else data)
     vae.to(train_cfg.device)
     latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
     mean, std = latents.stats()

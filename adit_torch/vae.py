@@ -142,7 +142,7 @@ class VAE(nn.Module):
         n_atoms = mf.sum().clamp_min(1)
         ce = F.cross_entropy(out["type_logits"].flatten(0, 1).float(), batch.atom_types.flatten(), reduction="none")
         l_types = (ce.view_as(mf) * mf).sum() / n_atoms
-        pos_err = ((out["pos"] - centre(batch.pos, mask)) ** 2).mean(-1)
+        pos_err = (((out["pos"] - centre(batch.pos, mask)) / cfg.pos_loss_unit) ** 2).mean(-1)
         l_pos_c = (pos_err * per_atom).sum() / per_atom.sum().clamp_min(1)
         l_pos_m = (pos_err * mol_atom).sum() / mol_atom.sum().clamp_min(1)
         l_frac = ((wrap_diff(out["frac"] - batch.frac) ** 2).mean(-1) * per_atom).sum() / per_atom.sum().clamp_min(1)

@@ -33,7 +33,7 @@ from adit_torch.errors import CheckpointError, ConfigError
 _FLAGS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": "batch_size", "lr": "lr",
           "device": "device", "seed": "seed", "num_workers": "num_workers", "dataset": "dataset",
           "max_train_systems": "max_train_systems", "val_every": "val_every", "ckpt_every": "ckpt_every",
-          "log_every": "log_every", "ema_decay": "ema_decay"}
+          "log_every": "log_every", "ema_decay": "ema_decay", "crystal_repeat": "crystal_repeat"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +50,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes")
     p.add_argument("--max-train-systems", type=int, help="use only the first N systems of each dataset")
+    p.add_argument("--crystal-repeat", type=int,
+                   help="list each MP-20 training crystal this many times per epoch (joint runs; default 1)")
     p.add_argument("--val-every", type=int, help="validate every N steps")
     p.add_argument("--ckpt-every", type=int, help="write checkpoint and state every N steps")
     p.add_argument("--log-every", type=int, help="log every N steps")
