@@ -117,9 +117,10 @@ class TrainConfig:
     val_size: int = 64  # systems per kind scored at validation
     val_samples: int = 32  # DiT samples per kind at validation (0 = off)
     max_train_systems: int = 0  # >0: use only the first systems of the split (quick runs)
-    # each MP-20 training crystal appears this many times per epoch of a joint run. The reference
-    # concatenates MP-20 (27k train) and QM9 (100k): about 1 crystal in 5. The partial MP-20 at hand
-    # has 2,573 train crystals, so 10 restores that share instead of 1 in 40.
+    # each MP-20 training crystal appears this many times per epoch. The reference concatenates MP-20
+    # (27k train) and QM9 (100k): about 1 system in 5 is a crystal. The partial MP-20 at hand gives
+    # 9,421 training crystals (1 in 12 without repeats); 3 restores the reference's share, and the
+    # shipped joint model used 10 (crystals about half of the systems; see its model card)
     crystal_repeat: int = 1
     device: str = "cpu"
 

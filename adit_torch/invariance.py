@@ -118,3 +118,82 @@ def assert_periodic_image_invariant(fn: BatchFn, systems: Sequence[AtomicSystem]
     batch = collate(list(systems), dtype=dtype)
     moved = collate(shift_periodic_images(systems, generator), dtype=dtype)
     return _compare(fn(moved), fn(batch), batch, atol, "invariant to the choice of periodic images")
+
+
+# ------------------------------------------------------- whole systems (evaluators)
+def random_unimodular(rng, steps: int = 4, max_factor: int = 1):
+    """A random integer ``(3, 3)`` matrix with determinant +-1 (a change of lattice basis), built from
+    ``steps`` elementary row operations (add +-k times one row to another) and a random row order."""
+    import numpy as np
+
+    u = np.eye(3, dtype=np.int64)
+    for _ in range(steps):
+        i, j = rng.choice(3, size=2, replace=False)
+        u[i] += int(rng.integers(1, max_factor + 1)) * int(rng.choice([-1, 1])) * u[j]
+    return u[rng.permutation(3)]
+
+
+def cell_transforms(system: AtomicSystem, rng) -> dict[str, AtomicSystem]:
+    """The same structure written down differently, one way per entry.
+
+    ``basis`` (a random unimodular change of lattice basis, crystals only), ``unwrapped`` (each atom
+    moved by a random lattice vector, crystals only), ``permuted`` (atom order), ``rotated`` (a random
+    proper rotation of atoms and cell) and ``translated`` (a random shift of all atoms). Anything
+    that scores structures (validity, matching, energies) should give the same answer for each.
+
+    Args:
+        system: a crystal or a molecule.
+        rng: a ``numpy.random.Generator``.
+    """
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    out: dict[str, AtomicSystem] = {}
+    if system.is_periodic:
+        out["basis"] = AtomicSystem(system.numbers, system.positions, random_unimodular(rng) @ system.lattice,
+                                    dict(system.info))
+        shift = rng.integers(-2, 3, size=(system.num_atoms, 3))
+        out["unwrapped"] = AtomicSystem(system.numbers, system.positions + shift @ system.lattice, system.lattice,
+                                        dict(system.info))
+    order = rng.permutation(system.num_atoms)
+    out["permuted"] = AtomicSystem(system.numbers[order], system.positions[order], system.lattice,
+                                   dict(system.info))
+    rot = Rotation.random(random_state=int(rng.integers(2 ** 31))).as_matrix()
+    out["rotated"] = AtomicSystem(system.numbers, system.positions @ rot.T,
+                                  None if system.lattice is None else system.lattice @ rot.T, dict(system.info))
+    out["translated"] = AtomicSystem(system.numbers, system.positions + rng.normal(scale=5.0, size=3),
+                                     system.lattice, dict(system.info))
+    return {name: s for name, s in out.items() if np.isfinite(s.positions).all()}
+
+
+def assert_cell_invariant(score: Callable[[AtomicSystem], dict], systems: Sequence[AtomicSystem], rng,
+                          exact: Sequence[str], close: Sequence[str] = (), rtol: float = 1e-6) -> int:
+    """``score`` gives the same record for every system under every :func:`cell_transforms`.
+
+    Args:
+        score: ``system -> record`` (a dict), e.g. :func:`adit_torch.evaluate.crystals.check_crystal`.
+        systems: the structures to transform.
+        rng: a ``numpy.random.Generator``.
+        exact: record keys that must be equal.
+        close: numeric record keys equal up to ``rtol`` (None must stay None).
+
+    Returns:
+        the number of (system, transform) pairs compared; raises ``AssertionError`` naming the
+        first system, transform and key that differ.
+    """
+    import math
+
+    count = 0
+    for system in systems:
+        base = score(system)
+        for name, other in cell_transforms(system, rng).items():
+            got = score(other)
+            for key in exact:
+                if got[key] != base[key]:
+                    raise AssertionError(f"{system.label}: {key} changes under {name}: {base[key]!r} -> {got[key]!r}")
+            for key in close:
+                a, b = base[key], got[key]
+                if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=rtol, abs_tol=1e-9)):
+                    raise AssertionError(f"{system.label}: {key} changes under {name}: {a!r} -> {b!r}")
+            count += 1
+    return count

@@ -157,28 +157,27 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
 
 
 def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
-    """Cheap checks used during training: share of samples with all distances >= 0.5 Å (and, for
-    crystals, volume >= 0.1 Å^3, angles in (50, 130) degrees and SMACT composition validity)."""
-    ok, comp = [], []
-    for s in systems:
-        try:
-            good = s.min_distance() >= 0.5
-            if s.is_periodic:
-                good = good and s.volume >= 0.1 and bool(np.all((s.angles > 50) & (s.angles < 130)))
-        except Exception:  # noqa: BLE001 - a degenerate decoded lattice counts as invalid
-            good = False
-        ok.append(good)
-        if kind == "crystal":
-            try:
-                from adit_torch.evaluate import composition_validity
+    """Validity rates used during training, from the evaluator's per-structure checks (no matching,
+    no reference, no PoseBusters).
 
-                comp.append(bool(composition_validity(s.numbers)[0]))
-            except Exception:  # noqa: BLE001 - evaluation is optional during training
-                pass
-    out = {"structural_validity": float(np.mean(ok)) if ok else 0.0}
-    if comp:
-        out["compositional_validity"] = float(np.mean(comp))
-    return out
+    Crystals (:func:`~adit_torch.evaluate.crystals.check_crystal`): ``structural_validity``,
+    ``compositional_validity`` (smact14), ``validity``. Molecules
+    (:func:`~adit_torch.evaluate.molecules.check_molecule`): ``validity`` (ADiT route),
+    ``validity_strict`` and ``validity_connected`` (strict and in one piece).
+    """
+    if kind == "crystal":
+        from adit_torch.evaluate.crystals import check_crystal
+
+        records = [check_crystal(s) for s in systems]
+        keys = {"structural_validity": "structurally_valid", "compositional_validity": "compositionally_valid",
+                "validity": "valid"}
+    else:
+        from adit_torch.evaluate.molecules import check_molecule
+
+        records = [check_molecule(s) for s in systems]
+        keys = {"validity": "valid", "validity_strict": "valid_strict", "validity_connected": "valid_connected"}
+    n = max(1, len(records))
+    return {name: sum(bool(r[key]) for r in records) / n for name, key in keys.items()}
 
 
 def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = None, cfg_scale: float | None = None,
@@ -195,7 +194,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     elapsed = time.time() - t0 - t_load
     summary = {
         "num_requested": num_samples, "num_written": len(systems), "kind": kind,
-        "num_lattice_repaired": sum(bool(s.info.get("lattice_repaired")) for s in systems),
+        "num_failed_decodes": sum(bool(s.info.get("decode_failed")) for s in systems),
         "settings": {"checkpoint": str(path), "steps": steps or flow_cfg.steps,
                      "cfg_scale": flow_cfg.cfg_scale if cfg_scale is None else cfg_scale, "seed": seed,
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),

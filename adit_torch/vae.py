@@ -183,24 +183,58 @@ def cell_volume_factor(angles_deg: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 1 - (c ** 2).sum() + 2 * c.prod())))
 
 
-def valid_angles(angles_deg: np.ndarray, min_factor: float = 0.05) -> tuple[np.ndarray, bool]:
-    """Angles (degrees) of a real, non-flat cell: the decoded ones when they form one, else the
-    decoded ones pulled towards 90 degrees just far enough; returns ``(angles, repaired)``."""
-    angles_deg = np.nan_to_num(np.asarray(angles_deg, dtype=np.float64), nan=90.0)
-    for lam in np.linspace(1.0, 0.0, 21):
-        cand = 90.0 + lam * (angles_deg - 90.0)
-        if cell_volume_factor(cand) >= min_factor and np.all((cand > 0) & (cand < 180)):
-            return cand, lam < 1.0
-    return np.full(3, 90.0), True
+#: Open interval (degrees) of decoded lattice angles the reference read-out accepts.
+DECODE_ANGLE_RANGE = (50.0, 130.0)
+
+
+def decode_failure(lengths: np.ndarray, angles_deg: np.ndarray, frac: np.ndarray) -> str | None:
+    """Why a decoded crystal is a failed decode under the reference's read-out rules, or None.
+
+    Args:
+        lengths: ``(3,)`` decoded lattice lengths, Å (already times N^(1/3)).
+        angles_deg: ``(3,)`` decoded lattice angles, degrees.
+        frac: ``(N, 3)`` decoded fractional coordinates.
+
+    A decode fails when any length, angle or coordinate is NaN or infinite, a length is not
+    positive, an angle lies outside (50°, 130°) (the reference's ``array_dict_to_crystal``), or
+    the three angles form no cell at all. Nothing is repaired. (Atom types cannot be out of
+    range here: they are the argmax over elements 1..MAX.)
+    """
+    if not (np.isfinite(lengths).all() and np.isfinite(angles_deg).all() and np.isfinite(frac).all()):
+        return "non-finite decoded lattice or coordinates"
+    if (lengths <= 0).any():
+        return "non-positive decoded lattice length(s): " + ", ".join(f"{x:.3g}" for x in lengths)
+    lo, hi = DECODE_ANGLE_RANGE
+    if not np.all((angles_deg > lo) & (angles_deg < hi)):
+        return f"decoded lattice angle(s) outside ({lo:g}°, {hi:g}°): " + ", ".join(f"{a:.1f}" for a in angles_deg)
+    if cell_volume_factor(angles_deg) <= 1e-6:
+        return "decoded lattice angles form no cell: " + ", ".join(f"{a:.1f}" for a in angles_deg)
+    return None
+
+
+def _failed_crystal(types: np.ndarray, frac: np.ndarray, lengths: np.ndarray, angles_deg: np.ndarray,
+                    reason: str) -> AtomicSystem:
+    """A placeholder crystal for a failed decode: the decoded types and (finite) coordinates in a 10 Å
+    cubic cell, flagged ``info["decode_failed"]`` with the decoded lattice kept in ``info`` as text.
+    The geometry means nothing; the flag makes every evaluator count it invalid."""
+    frac = np.nan_to_num(frac, nan=0.0, posinf=0.0, neginf=0.0)
+    info = {"decode_failed": reason,
+            "decoded_lengths": " ".join(f"{x:.6g}" for x in lengths),
+            "decoded_angles": " ".join(f"{x:.6g}" for x in angles_deg)}
+    return AtomicSystem.from_fractional(types, np.mod(frac, 1.0), 10.0 * np.eye(3), info)
 
 
 def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
                          periodic: torch.Tensor) -> list[AtomicSystem]:
-    """Read decoder outputs (see :meth:`VAE.decode`) into :class:`AtomicSystem` objects."""
+    """Read decoder outputs (see :meth:`VAE.decode`) into :class:`AtomicSystem` objects.
+
+    Crystals whose decoded lattice breaks the reference's read-out rules (:func:`decode_failure`)
+    come back as flagged placeholders (``info["decode_failed"]``), never repaired.
+    """
     logits = out["type_logits"].float()[..., 1:MAX_ATOMIC_NUMBER + 1]
     types = (logits.argmax(-1) + 1).cpu().numpy()
     pos = out["pos"].float().cpu().numpy().astype(np.float64)
-    frac = torch.remainder(out["frac"].float(), 1.0).cpu().numpy().astype(np.float64)
+    frac = out["frac"].float().cpu().numpy().astype(np.float64)
     lengths = out["lengths"].float().cpu().numpy().astype(np.float64)
     angles = np.degrees(out["angles"].float().cpu().numpy().astype(np.float64))
     masks = mask.cpu().numpy()
@@ -210,11 +244,12 @@ def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
         m = masks[i]
         n = int(m.sum())
         if pers[i]:
-            length = np.maximum(np.abs(lengths[i]), 1e-3) * n ** (1.0 / 3.0)
-            ang, repaired = valid_angles(angles[i])
-            s = AtomicSystem.from_parameters(types[i][m], frac[i][m], length, ang)
-            if repaired:
-                s.info["lattice_repaired"] = True
+            length = lengths[i] * n ** (1.0 / 3.0)
+            reason = decode_failure(length, angles[i], frac[i][m])
+            if reason is None:
+                s = AtomicSystem.from_parameters(types[i][m], np.mod(frac[i][m], 1.0), length, angles[i])
+            else:
+                s = _failed_crystal(types[i][m], frac[i][m], length, angles[i], reason)
         else:
             s = AtomicSystem(types[i][m], pos[i][m])
         systems.append(s)

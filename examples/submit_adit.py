@@ -1,14 +1,18 @@
-"""Generate molecules (or crystals) with ADiT through AiiDA, end to end, and show what came out.
+"""Generate crystals and molecules with ADiT through AiiDA, end to end, and show what came out.
 
     verdi presto --use-zeromq              # once: a profile on SQLite, no services needed
-    verdi run examples/submit_adit.py                       # train a tiny model (minutes, CPU), sample, evaluate
-    verdi run examples/submit_adit.py --checkpoint dit.safetensors --kind crystal   # sample a trained DiT
+    verdi run examples/submit_adit.py                        # the shipped joint model: crystals and molecules
+    verdi run examples/submit_adit.py --kind molecule        # one kind only
+    verdi run examples/submit_adit.py --protocol train-fast  # train a tiny model from scratch instead
+    verdi run examples/submit_adit.py --checkpoint dit.safetensors --kind crystal   # sample your own DiT
 
 On first use the script registers the installed ``adit`` command as the code
 ``adit@localhost`` (and the ``localhost`` computer if the profile has none). It
-runs the ``adit.generate`` work chain in this process (no daemon needed), then
-prints one row per generated structure (formula, atoms, periodicity, validity)
-and the QueryBuilder query that finds them again later.
+runs the ``adit.generate`` work chain in this process (no daemon needed) once
+per kind: sample the default shipped model (``adit models``), evaluate the
+samples and, for crystals, relax them with CHGNet and compute their energies
+above the offline hull. It then prints one row per generated structure and the
+summary, and the QueryBuilder query that finds them again later.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def get_code(computer: orm.Computer) -> orm.InstalledCode:
 
 
 def build(code, checkpoint: str | None, kind: str | None, protocol: str, num_samples: int | None):
-    """The ``adit.generate`` builder: train with ``protocol`` or sample ``checkpoint``."""
+    """The ``adit.generate`` builder: sample ``checkpoint``, the protocol's pretrained model, or train."""
     overrides: dict = {}
     if kind:
         overrides["kind"] = kind
@@ -82,36 +86,60 @@ def build(code, checkpoint: str | None, kind: str | None, protocol: str, num_sam
     )
 
 
+def _flag(value) -> str:
+    return "-" if value is None else str(value)
+
+
 def table(workchain: orm.WorkflowNode) -> str:
-    """One line per generated structure: label, formula, atoms, periodic, valid; then the scores."""
-    rows = [f"{'structure':<16} {'pk':>6} {'formula':<16} {'atoms':>5} {'periodic':>8} {'valid':>6}"]
-    for node in structures(generated_structures(workchain=workchain)):
+    """One line per generated structure, then the summary scores with their conventions named.
+
+    Molecules: ``valid`` = strictly valid (DetermineBonds, neutral) and in one piece; ``ADiT`` = the
+    reference evaluator's route, which counts a molecule in fragments as valid (``frags`` says how many).
+    Crystals: ``valid`` = structurally and compositionally (smact14) valid; ``E_hull`` (eV/atom) after
+    CHGNet relaxation against the offline hull.
+    """
+    e_hull = {}
+    if "metastability" in workchain.outputs and "e_above_hull" in workchain.outputs.metastability:
+        e_hull = {key: node.value for key, node in workchain.outputs.metastability.e_above_hull.items()}
+    nodes = structures(generated_structures(workchain=workchain))
+    molecules = bool(nodes) and not any(nodes[0].pbc)
+    head = f"{'structure':<16} {'pk':>6} {'formula':<14} {'atoms':>5} {'valid':>6}"
+    head += f" {'ADiT':>6} {'frags':>5}" if molecules else f" {'E_hull':>8}"
+    rows = [head]
+    for node in nodes:
         extras = node.base.extras.all
-        rows.append(
-            f"{node.label.split()[-1]:<16} {node.pk:>6} {str(extras.get('formula', node.get_formula())):<16} "
-            f"{len(node.sites):>5} {str(all(node.pbc)):>8} {str(extras.get('valid', '-')):>6}"
-        )
+        key = node.label.split()[-1]
+        row = (f"{key:<16} {node.pk:>6} {str(extras.get('formula', node.get_formula())):<14} "
+               f"{len(node.sites):>5} {_flag(extras.get('valid')):>6}")
+        if molecules:
+            row += f" {_flag(extras.get('valid_adit')):>6} {_flag(extras.get('fragments')):>5}"
+        else:
+            row += f" {e_hull[key]:>8.3f}" if key in e_hull else f" {'-':>8}"
+        rows.append(row)
     if "evaluation" in workchain.outputs:
         scores = workchain.outputs.evaluation.get_dict()
-        keys = [k for k, v in scores.items() if isinstance(v, float) or (k.endswith("validity") and v is not None)]
+        keys = [k for k, v in scores.items() if isinstance(v, float)]
         rows.append("")
         rows.extend(f"{key:<28} {scores[key]:.3f}" for key in keys if scores[key] is not None)
+        protocol = scores.get("protocol") or {}
+        headline = "validity_connected" if molecules else "validity"
+        if headline in protocol:
+            rows.append(f"  {headline}: {protocol[headline]}")
+        if molecules and "validity" in protocol:
+            rows.append(f"  validity: {protocol['validity']}")
+    if "metastability" in workchain.outputs and "rates" in workchain.outputs.metastability:
+        rates = workchain.outputs.metastability.rates.get_dict()
+        rows.append("")
+        rows.extend(f"{key:<28} {value:.3f}" for key, value in rates.items() if isinstance(value, float))
     return "\n".join(rows)
 
 
-def main(argv: list[str]) -> orm.WorkflowNode:
-    """Parse ``argv``, run the work chain, print the table and the query; returns the work chain node."""
-    parser = argparse.ArgumentParser(prog="verdi run examples/submit_adit.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a DiT checkpoint (.safetensors) to sample instead of training")
-    parser.add_argument("--kind", choices=["crystal", "molecule"], help="what to generate (default: the protocol's)")
-    parser.add_argument("--protocol", default="fast", choices=sorted(AditGenerateWorkChain.get_available_protocols()))
-    parser.add_argument("--num-samples", type=int, help="how many systems to generate")
-    args = parser.parse_args(argv)
-
-    code = get_code(get_computer())
-    builder = build(code, args.checkpoint, args.kind, args.protocol, args.num_samples)
+def run_one(code, args, kind: str | None) -> orm.WorkflowNode:
+    """Run one ``adit.generate`` for ``kind`` and print its table; returns the work chain node."""
+    builder = build(code, args.checkpoint, kind, args.protocol, args.num_samples)
     _, node = engine.run_get_node(builder)
-    print(f"\n{node.process_label}<{node.pk}> finished with exit status {node.exit_status}")
+    print(f"\n{node.process_label}<{node.pk}> ({builder.sample.sample.kind.value}s) finished with exit status "
+          f"{node.exit_status}")
     if not node.is_finished_ok:
         print(f"  {node.exit_message}; see `verdi process report {node.pk}`")
         return node
@@ -123,6 +151,23 @@ def main(argv: list[str]) -> orm.WorkflowNode:
         f"or the group: verdi group show {node.base.extras.get('group_label')}"
     )
     return node
+
+
+def main(argv: list[str]) -> list[orm.WorkflowNode]:
+    """Parse ``argv``, run the work chain(s), print the tables and the queries; returns the work chain nodes."""
+    parser = argparse.ArgumentParser(prog="verdi run examples/submit_adit.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a DiT checkpoint (.safetensors) to sample instead of the shipped model")
+    parser.add_argument("--kind", choices=["crystal", "molecule"],
+                        help="what to generate (default: both for the shipped model, else the protocol's)")
+    parser.add_argument("--protocol", default="fast", choices=sorted(AditGenerateWorkChain.get_available_protocols()))
+    parser.add_argument("--num-samples", type=int, help="how many systems to generate (per kind)")
+    args = parser.parse_args(argv)
+
+    code = get_code(get_computer())
+    inputs = AditGenerateWorkChain.get_protocol_inputs(args.protocol)
+    samples_a_model = args.checkpoint is not None or inputs.get("pretrained")
+    kinds = [args.kind] if args.kind else (["crystal", "molecule"] if samples_a_model else [None])
+    return [run_one(code, args, kind) for kind in kinds]
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--oxidation-states", choices=("smact14", "icsd24"), default="smact14",
                    help="SMACT oxidation-state set for compositional validity (default: smact14, as published)")
-    p.add_argument("--no-angle-check", action="store_true",
-                   help="do not count cells with a lattice angle outside (50°, 130°) as invalid")
+    p.add_argument("--check-cell-angles", action="store_true",
+                   help="also count crystals whose cell *as given* has a lattice angle outside (50°, 130°) invalid "
+                        "(off by default: validity does not depend on the cell setting; failed decodes flagged "
+                        "by `adit sample` are invalid either way)")
     p.add_argument("--no-distributions", action="store_true",
                    help="skip the distribution comparison with the reference (space groups are the slow part)")
     p.add_argument("--posebusters-subset", type=int, default=None, metavar="K",
@@ -87,8 +89,9 @@ def run(args: argparse.Namespace) -> int:
     reference, name = _reference(args.reference, kind)
     if kind == "crystal":
         report = evaluate_crystals(systems, reference, reference_name=name, oxidation_states=args.oxidation_states,
-                                   angle_check=not args.no_angle_check, with_distributions=not args.no_distributions,
-                                   workers=args.workers, progress=progress)
+                                   cell_angle_check=args.check_cell_angles,
+                                   with_distributions=not args.no_distributions, workers=args.workers,
+                                   progress=progress)
     else:
         report = evaluate_molecules(systems, reference, reference_name=name, posebusters=not args.no_posebusters,
                                     posebusters_subset=args.posebusters_subset, seed=args.seed,

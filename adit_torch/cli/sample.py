@@ -1,7 +1,8 @@
-"""`adit sample`: generate crystals or molecules from a DiT checkpoint.
+"""`adit sample`: generate crystals or molecules from a DiT checkpoint or a named pretrained model.
 
-Writes ``OUT.extxyz``, ``OUT.summary.json`` (requested / written counts,
-settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
+With neither ``--checkpoint`` nor ``--model`` it samples the default shipped
+model (:data:`adit_torch.pretrained.DEFAULT_MODEL`). Writes ``OUT.extxyz``,
+``OUT.summary.json`` (requested / written counts, settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
 ``OUT.sdf`` (molecules). The checkpoint is checked before any sampling.
 """
 
@@ -20,7 +21,10 @@ def register(subparsers) -> None:
     """Add ``sample`` to the ``adit`` parser."""
     p = subparsers.add_parser("sample", help="generate crystals or molecules from a DiT checkpoint",
                               description="Sample systems from a trained ADiT (DiT + its VAE).")
-    p.add_argument("--checkpoint", required=True, type=Path, help="DiT checkpoint (dit.safetensors)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, help="DiT checkpoint (dit.safetensors)")
+    source.add_argument("--model", help="a pretrained model by name (see `adit models`; default: "
+                                        "the shipped joint model when --checkpoint is not given either)")
     p.add_argument("--kind", required=True, choices=("crystal", "molecule"), help="what to generate")
     p.add_argument("--num-samples", required=True, type=int, help="number of systems")
     p.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 100)")
@@ -42,7 +46,17 @@ def output_paths(out: Path, kind: str) -> dict[str, Path]:
     return paths
 
 
+def _resolve_checkpoint(args) -> None:
+    """Set ``args.checkpoint`` from ``--model`` (or the default model when neither was given)."""
+    if args.checkpoint is None:
+        from adit_torch.pretrained import DEFAULT_MODEL, pretrained_path
+
+        args.model = args.model or DEFAULT_MODEL
+        args.checkpoint = pretrained_path(args.model)
+
+
 def _check(args) -> None:
+    _resolve_checkpoint(args)
     if args.out.suffix != ".extxyz":
         raise ConfigError(f"--out must end in .extxyz, got {args.out}")
     if args.num_samples <= 0:
@@ -81,6 +95,7 @@ def run_sample(args) -> int:
     write_systems(paths["extxyz"], systems)
     write_systems(paths["structures"], systems, kind="cif" if args.kind == "crystal" else "sdf")
     summary["num_written"] = len(systems)
+    summary["settings"]["model"] = args.model
     summary["files"] = {k: str(v) for k, v in paths.items()}
     tmp = paths["summary"].with_name(f".{paths['summary'].name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))

@@ -2,11 +2,17 @@
 
 Conventions (CDVAE, FlowMM, ADiT; see ``docs/evaluation.md``):
 
-* **lattice angles**: the ADiT/FlowMM evaluators replace any decoded cell with
-  a lattice angle outside (50°, 130°) by an absurd placeholder, so it counts
-  as invalid *both* structurally and compositionally. Reported as its own
-  check ``lattice_angles_in_range``; it enters validity when
-  ``angle_check=True`` (default, the reference convention).
+* **failed decodes**: the reference counts a *decoded* cell with a lattice
+  angle outside (50°, 130°), a non-positive or NaN length or atom types out of
+  range as a failed decode, invalid both structurally and compositionally.
+  That is a rule of the model's read-out, applied where the sample is made
+  (:func:`adit_torch.vae.decode_failure`), which records it in the sample's
+  ``info["decode_failed"]``; the evaluator counts such samples invalid.
+* **every other input is scored independently of its cell setting**: the
+  checks run on the Niggli-reduced cell (:meth:`AtomicSystem.canonical`), so
+  any unimodular change of basis, wrapping, atom order, rotation or translation
+  gives the same record. ``cell_angle_check=True`` (``--check-cell-angles``)
+  applies the (50°, 130°) rule to the cell *as given* as well, on request.
 * **structural validity**: every pairwise distance between distinct atoms,
   minimum image over periodic copies, >= 0.5 Å and cell volume >= 0.1 Å^3.
 * **compositional validity**: :mod:`adit_torch.evaluate.smact_validity`.
@@ -34,22 +40,29 @@ ANGLE_RANGE = (50.0, 130.0)
 
 
 def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "smact14",
-                  angle_check: bool = True) -> dict[str, Any]:
-    """Validity checks of one crystal.
+                  cell_angle_check: bool = False) -> dict[str, Any]:
+    """Validity checks of one crystal, on its Niggli-reduced cell.
+
+    Args:
+        system: the crystal (or an unreadable entry).
+        oxidation_states: ``"smact14"`` or ``"icsd24"``.
+        cell_angle_check: also count the crystal invalid when a lattice angle of the cell *as
+            given* lies outside (50°, 130°) (off by default: validity does not depend on the cell).
 
     Returns:
         a record with ``formula``, ``num_atoms``, ``structurally_valid``,
-        ``compositionally_valid``, ``lattice_angles_in_range``, ``valid``,
-        ``min_distance`` (Å), ``volume`` (Å^3), ``density`` (g/cm^3),
+        ``compositionally_valid``, ``valid``, ``failed_decode`` (the read-out's
+        reason, or None), ``cell_angles_in_range`` (only with ``cell_angle_check``,
+        else None), ``min_distance`` (Å), ``volume`` (Å^3), ``density`` (g/cm^3),
         ``num_elements``, ``spacegroup`` (``None`` here; filled in by
         :func:`evaluate_crystals` for valid crystals when distributions are
         computed) and ``reasons`` (list of str, empty when valid).
     """
     record: dict[str, Any] = {
         "id": system.info.get("id"), "formula": None, "num_atoms": 0, "valid": False,
-        "structurally_valid": False, "compositionally_valid": False, "lattice_angles_in_range": False,
-        "min_distance": None, "volume": None, "density": None, "num_elements": 0, "spacegroup": None,
-        "reasons": [],
+        "structurally_valid": False, "compositionally_valid": False, "failed_decode": None,
+        "cell_angles_in_range": None, "min_distance": None, "volume": None, "density": None, "num_elements": 0,
+        "spacegroup": None, "reasons": [],
     }
     if isinstance(system, Unreadable):
         record["reasons"].append(f"unreadable: {system.reason}")
@@ -57,6 +70,11 @@ def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "sm
     record["formula"] = system.formula
     record["num_atoms"] = system.num_atoms
     record["num_elements"] = int(len(np.unique(system.numbers)))
+    failed = system.info.get("decode_failed")
+    if failed:
+        record["failed_decode"] = str(failed)
+        record["reasons"].append(f"failed decode: {failed}")
+        return record
     if system.lattice is None:
         record["reasons"].append("not a crystal (no lattice)")
         return record
@@ -65,15 +83,20 @@ def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "sm
         record["reasons"].append(problem)
         return record
 
-    angles = system.angles
-    in_range = bool(np.all((angles > ANGLE_RANGE[0]) & (angles < ANGLE_RANGE[1])))
-    record["lattice_angles_in_range"] = in_range
-    if not in_range:
-        record["reasons"].append(
-            f"lattice angle(s) outside ({ANGLE_RANGE[0]:g}°, {ANGLE_RANGE[1]:g}°): "
-            + ", ".join(f"{a:.1f}" for a in angles)
-        )
-    gate = in_range or not angle_check  # the reference pipeline never scores such a cell
+    gate = True
+    if cell_angle_check:
+        angles = system.angles
+        gate = record["cell_angles_in_range"] = bool(np.all((angles > ANGLE_RANGE[0]) & (angles < ANGLE_RANGE[1])))
+        if not gate:
+            record["reasons"].append(
+                f"lattice angle(s) of the cell as given outside ({ANGLE_RANGE[0]:g}°, {ANGLE_RANGE[1]:g}°): "
+                + ", ".join(f"{a:.1f}" for a in angles)
+            )
+    try:
+        system = system.canonical()  # from here on nothing depends on the cell setting
+    except Exception as exc:  # noqa: BLE001 - pymatgen's Niggli reduction raises several kinds on flat cells
+        record["reasons"].append(f"the cell cannot be Niggli-reduced ({type(exc).__name__}: {exc})")
+        return record
 
     comp_ok, comp_reason = composition_validity(system.numbers, oxidation_states)
     record["compositionally_valid"] = bool(comp_ok and gate)
@@ -130,8 +153,8 @@ def _spacegroup_task(system: AtomicSystem) -> int | None:
 
 
 def _check_task(args):
-    system, oxidation_states, angle_check = args
-    return check_crystal(system, oxidation_states, angle_check)
+    system, oxidation_states, cell_angle_check = args
+    return check_crystal(system, oxidation_states, cell_angle_check)
 
 
 def _pool_map(func, tasks, workers, progress, desc) -> list:
@@ -160,7 +183,7 @@ def evaluate_crystals(
     *,
     reference_name: str | None = None,
     oxidation_states: str = "smact14",
-    angle_check: bool = True,
+    cell_angle_check: bool = False,
     with_distributions: bool = True,
     workers: int | None = None,
     progress: bool = False,
@@ -174,7 +197,10 @@ def evaluate_crystals(
             split, or ``False`` to skip novelty and distributions.
         reference_name: how to name the reference in the report.
         oxidation_states: ``"smact14"`` (published convention) or ``"icsd24"``.
-        angle_check: cells with a lattice angle outside (50°, 130°) are invalid (reference convention).
+        cell_angle_check: also count crystals whose cell *as given* has a lattice angle outside
+            (50°, 130°) invalid. Off by default: samples whose read-out failed (the reference's rule)
+            carry ``info["decode_failed"]`` and are invalid anyway; other inputs are scored on
+            their reduced cell, whatever cell they come in.
         with_distributions: compare density, element, atom-count and space-group
             (spglib, symprec 0.1) distributions of the valid crystals with the reference.
         workers: processes for matching and checks (default: all cores).
@@ -190,7 +216,7 @@ def evaluate_crystals(
 
     workers = workers or os.cpu_count() or 1
     items = as_systems(systems)
-    records = _pool_map(_check_task, [(s, oxidation_states, angle_check) for s in items], workers, progress,
+    records = _pool_map(_check_task, [(s, oxidation_states, cell_angle_check) for s in items], workers, progress,
                         "validity")
     valid_idx = [i for i, r in enumerate(records) if r["valid"]]
 
@@ -227,10 +253,13 @@ def evaluate_crystals(
                                f"and cell volume >= {MIN_VOLUME} Å^3",
         "min_distance_angstrom": MIN_DISTANCE,
         "min_volume_angstrom3": MIN_VOLUME,
+        "cell": "checks run on the Niggli-reduced cell: invariant to the cell setting, wrapping, atom order "
+                "and rigid motions",
+        "failed_decodes": "samples the read-out flagged (info decode_failed: a decoded lattice angle outside "
+                          f"({ANGLE_RANGE[0]:g}°, {ANGLE_RANGE[1]:g}°), a non-positive or non-finite length) "
+                          "count invalid structurally and compositionally, as in the ADiT/FlowMM pipeline",
         "lattice_angle_range_deg": list(ANGLE_RANGE),
-        "lattice_angle_check_in_validity": bool(angle_check),
-        "lattice_angle_convention": "ADiT/FlowMM: a cell with any angle outside the range counts as a failed "
-                                    "decode, invalid structurally and compositionally",
+        "cell_angle_check": bool(cell_angle_check),
         "compositional_validity": "CDVAE smact_validity (gcd-reduced; single element valid; all-metal valid; "
                                   "else charge neutral + Pauling test, missing electronegativity = pass)",
         "oxidation_states": oxidation_states,

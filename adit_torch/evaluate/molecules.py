@@ -2,7 +2,8 @@
 
 * **validity (ADiT evaluator)**: the molecule is written as PDB by pymatgen
   through OpenBabel (bond perception: ``ConnectTheDots`` + ``PerceiveBondOrders``),
-  read back with RDKit ``MolFromPDBBlock`` (sanitisation on, hydrogens removed);
+  read back with RDKit ``MolFromPDBBlock`` (sanitisation on, hydrogens kept:
+  ``removeHs=False`` as the reference's configuration);
   valid when RDKit returns a molecule. Its SMILES is the canonical isomeric
   SMILES of the largest fragment.
 * **strict validity**: RDKit ``rdDetermineBonds.DetermineBonds(mol, charge=0)``
@@ -32,6 +33,10 @@ import numpy as np
 from adit_torch.evaluate.inputs import Unreadable, as_systems, degeneracy
 from adit_torch.evaluate.stability_edm import MARGINS_PM, molecule_stability
 from adit_torch.system import AtomicSystem
+
+#: ``removeHs`` of RDKit's PDB reader on the ADiT route: False, as the reference evaluator's configuration
+#: (``sampling.removeHs: false`` in its ``configs/diffusion_module/ldm.yaml``) passes it.
+REMOVE_HS = False
 
 
 def _quiet():
@@ -64,12 +69,14 @@ def largest_fragment_smiles(mol) -> str:
     return Chem.MolToSmiles(largest, isomericSmiles=True)
 
 
-def validity_adit(system: AtomicSystem) -> tuple[str | None, str | None, str]:
+def validity_adit(system: AtomicSystem) -> tuple[str | None, str | None, str, int | None]:
     """ADiT-evaluator validity of one molecule.
 
     Returns:
-        ``(smiles, pdb, reason)``: the largest fragment's canonical SMILES and the
-        PDB text when valid (``reason`` empty), else ``(None, pdb or None, reason)``.
+        ``(smiles, pdb, reason, fragments)``: the largest fragment's canonical SMILES, the
+        PDB text and the number of fragments (connected components of OpenBabel's bonds) when
+        valid (``reason`` empty), else ``(None, pdb or None, reason, None)``. A molecule that
+        falls apart is valid on this route: ``fragments > 1`` says so.
     """
     from rdkit import Chem
 
@@ -77,18 +84,31 @@ def validity_adit(system: AtomicSystem) -> tuple[str | None, str | None, str]:
     try:
         pdb = pdb_block(system)
     except Exception as exc:  # OpenBabel/pymatgen fail in many ways on broken geometries
-        return None, None, f"OpenBabel PDB conversion failed ({type(exc).__name__})"
-    mol = Chem.MolFromPDBBlock(pdb, removeHs=True)
+        return None, None, f"OpenBabel PDB conversion failed ({type(exc).__name__})", None
+    mol = Chem.MolFromPDBBlock(pdb, removeHs=REMOVE_HS)
     if mol is None:
-        return None, pdb, "RDKit cannot read or sanitise the OpenBabel PDB"
+        return None, pdb, "RDKit cannot read or sanitise the OpenBabel PDB", None
     try:
-        return largest_fragment_smiles(mol), pdb, ""
+        return largest_fragment_smiles(mol), pdb, "", len(Chem.GetMolFrags(mol))
     except Exception as exc:  # noqa: BLE001 - RDKit raises its own error classes
-        return None, pdb, f"RDKit SMILES failed ({type(exc).__name__})"
+        return None, pdb, f"RDKit SMILES failed ({type(exc).__name__})", None
 
 
 def validity_strict(system: AtomicSystem) -> tuple[bool, str]:
-    """Strict validity: ``DetermineBonds(charge=0)`` then sanitisation; returns ``(valid, reason)``."""
+    """Strict validity: ``DetermineBonds(charge=0)`` then sanitisation; returns ``(valid, reason)``.
+
+    See :func:`strict_fragments` for the same route with the number of fragments.
+    """
+    valid, reason, _ = strict_fragments(system)
+    return valid, reason
+
+
+def strict_fragments(system: AtomicSystem) -> tuple[bool, str, int | None]:
+    """Strict validity and connectivity: ``(valid, reason, fragments)``.
+
+    ``fragments`` is the number of connected components of the bonds ``DetermineBonds``
+    assigned (None when it failed); "valid and connected" is ``valid and fragments == 1``.
+    """
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
@@ -97,25 +117,29 @@ def validity_strict(system: AtomicSystem) -> tuple[bool, str]:
     try:
         rdDetermineBonds.DetermineBonds(mol, charge=0)
     except Exception as exc:  # noqa: BLE001
-        return False, f"DetermineBonds(charge=0) failed: {str(exc).splitlines()[0][:120]}"
+        return False, f"DetermineBonds(charge=0) failed: {str(exc).splitlines()[0][:120]}", None
+    fragments = len(Chem.GetMolFrags(mol, sanitizeFrags=False))
     try:
         Chem.SanitizeMol(mol)
     except Exception as exc:  # noqa: BLE001
-        return False, f"sanitisation after DetermineBonds failed: {str(exc).splitlines()[0][:120]}"
-    return True, ""
+        return False, f"sanitisation after DetermineBonds failed: {str(exc).splitlines()[0][:120]}", fragments
+    return True, "", fragments
 
 
 def check_molecule(system: AtomicSystem | Unreadable) -> dict[str, Any]:
     """All per-molecule checks except PoseBusters.
 
     Returns:
-        a record with ``id``, ``formula``, ``num_atoms``, ``valid``,
-        ``valid_strict``, ``smiles``, ``stable_atoms``, ``molecule_stable``,
-        ``reasons`` and, for valid molecules, ``pdb`` (removed from reports).
+        a record with ``id``, ``formula``, ``num_atoms``, ``valid`` (ADiT route),
+        ``fragments`` (on the ADiT route; None when invalid), ``valid_strict``,
+        ``valid_connected`` (strict route and one fragment: the headline), ``smiles``,
+        ``stable_atoms``, ``molecule_stable``, ``reasons`` and, for valid molecules,
+        ``pdb`` (removed from reports).
     """
     record: dict[str, Any] = {
-        "id": system.info.get("id"), "formula": None, "num_atoms": 0, "valid": False, "valid_strict": False,
-        "smiles": None, "stable_atoms": 0, "molecule_stable": False, "reasons": [],
+        "id": system.info.get("id"), "formula": None, "num_atoms": 0, "valid": False, "fragments": None,
+        "valid_strict": False, "valid_connected": False, "smiles": None, "stable_atoms": 0,
+        "molecule_stable": False, "reasons": [],
     }
     if isinstance(system, Unreadable):
         record["reasons"].append(f"unreadable: {system.reason}")
@@ -128,15 +152,20 @@ def check_molecule(system: AtomicSystem | Unreadable) -> dict[str, Any]:
     if problem:
         record["reasons"].append(problem)
         return record
-    smiles, pdb, reason = validity_adit(system)
-    record["valid"], record["smiles"] = smiles is not None, smiles
+    smiles, pdb, reason, fragments = validity_adit(system)
+    record["valid"], record["smiles"], record["fragments"] = smiles is not None, smiles, fragments
     if smiles is None:
         record["reasons"].append(f"invalid: {reason}")
     else:
         record["pdb"] = pdb
-    record["valid_strict"], reason = validity_strict(system)
+        if fragments > 1:
+            record["reasons"].append(f"valid on the ADiT route but in {fragments} fragments")
+    record["valid_strict"], reason, strict_parts = strict_fragments(system)
+    record["valid_connected"] = record["valid_strict"] and strict_parts == 1
     if reason:
         record["reasons"].append(f"strictly invalid: {reason}")
+    elif strict_parts > 1:
+        record["reasons"].append(f"strictly valid but in {strict_parts} fragments")
     stable, _, mol_stable = molecule_stability(system)
     record["stable_atoms"], record["molecule_stable"] = stable, mol_stable
     if not mol_stable:
@@ -212,7 +241,7 @@ def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool 
         return keys, "RDKit canonical SMILES (no stereo) of the given strings"
     systems = as_systems(items)
     method = "OpenBabel PDB -> RDKit pipeline on the reference 3D structures, SMILES without stereo"
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"removeHs={REMOVE_HS}".encode())
     for s in systems:
         if isinstance(s, AtomicSystem):
             digest.update(s.numbers.tobytes())
@@ -297,11 +326,15 @@ def evaluate_molecules(
     stable_atoms = sum(r["stable_atoms"] for r in records)
     counts = {
         "structures": n, "valid": len(valid), "valid_strict": sum(r["valid_strict"] for r in records),
+        "valid_connected": sum(r["valid_connected"] for r in records),
+        "valid_one_fragment": sum(r["valid"] and r["fragments"] == 1 for r in records),
         "unique": len(seen), "novel": len(novel_smiles) if ref_info else None, "atoms": atoms,
         "stable_atoms": stable_atoms, "stable_molecules": sum(r["molecule_stable"] for r in records),
     }
     fractions = {
+        "validity_connected": fraction(counts["valid_connected"], n),
         "validity": fraction(counts["valid"], n),
+        "validity_one_fragment": fraction(counts["valid_one_fragment"], n),
         "validity_strict": fraction(counts["valid_strict"], n),
         "uniqueness": fraction(len(seen), len(valid)),
         "novelty": fraction(len(novel_smiles), len(valid)) if ref_info else None,
@@ -315,8 +348,13 @@ def evaluate_molecules(
     for r in records:
         r.pop("pdb", None)
     protocol = {
-        "validity": "pymatgen Molecule -> PDB via OpenBabel bond perception -> RDKit MolFromPDBBlock "
-                    "(sanitize=True, removeHs=True); SMILES = canonical isomeric SMILES of the largest fragment",
+        "validity": "ADiT route (the reference's published number): pymatgen Molecule -> PDB via OpenBabel bond "
+                    "perception -> RDKit MolFromPDBBlock (sanitize=True, "
+                    f"removeHs={REMOVE_HS}); SMILES = canonical "
+                    "isomeric SMILES of the largest fragment, so a molecule in fragments counts as valid",
+        "validity_connected": "headline: strict validity (DetermineBonds(charge=0) + SanitizeMol) and the bonds "
+                              "DetermineBonds assigned connect all atoms (one fragment)",
+        "validity_one_fragment": "ADiT-route validity and OpenBabel's bonds connect all atoms (one fragment)",
         "validity_strict": "RDKit rdDetermineBonds.DetermineBonds(charge=0) + SanitizeMol",
         "uniqueness": "distinct SMILES / valid",
         "novelty": "distinct SMILES absent from the reference / valid (ADiT novel_rate); compared without "

@@ -47,7 +47,9 @@ def _bust_chunk(pdb_blocks: list[str]) -> list[dict[str, bool | None]]:
     RDLogger.DisableLog("rdApp.*")
     logging.getLogger("posebusters").setLevel(logging.CRITICAL)
     _reset_rdkit_log_stream()
-    mols = [Chem.MolFromPDBBlock(block, removeHs=True) for block in pdb_blocks]
+    from adit_torch.evaluate.molecules import REMOVE_HS
+
+    mols = [Chem.MolFromPDBBlock(block, removeHs=REMOVE_HS) for block in pdb_blocks]
     out: list[dict[str, bool | None]] = [{} for _ in mols]
     ok = [i for i, m in enumerate(mols) if m is not None]
     if not ok:

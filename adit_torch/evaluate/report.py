@@ -69,7 +69,8 @@ def crystal_report(records, novel, protocol, reference, distributions) -> dict[s
     n_struct = sum(r["structurally_valid"] for r in records)
     n_comp = sum(r["compositionally_valid"] for r in records)
     n_valid = sum(r["valid"] for r in records)
-    n_angles = sum(r["lattice_angles_in_range"] for r in records)
+    n_failed = sum(bool(r["failed_decode"]) for r in records)
+    checked = [r["cell_angles_in_range"] for r in records if r["cell_angles_in_range"] is not None]
     n_unique = int(len(novel))
     n_novel = sum(1 for v in novel if v)
     has_reference = reference is not None
@@ -80,13 +81,15 @@ def crystal_report(records, novel, protocol, reference, distributions) -> dict[s
         "structural_validity": fraction(n_struct, n),
         "compositional_validity": fraction(n_comp, n),
         "validity": fraction(n_valid, n),
-        "lattice_angles_in_range": fraction(n_angles, n),
+        "failed_decodes": fraction(n_failed, n),
+        "cell_angles_in_range": fraction(sum(checked), n) if checked else None,
         "uniqueness": fraction(n_unique, n_valid),
         "novelty": fraction(n_novel, n_unique) if has_reference else None,
         "unique_and_novel_of_valid": fraction(n_novel, n_valid) if has_reference else None,
         "counts": {
             "structures": n, "structurally_valid": n_struct, "compositionally_valid": n_comp, "valid": n_valid,
-            "lattice_angles_in_range": n_angles, "unique": n_unique,
+            "failed_decodes": n_failed, "cell_angles_in_range": sum(checked) if checked else None,
+            "unique": n_unique,
             "novel": n_novel if has_reference else None,
         },
         "distributions": distributions,
@@ -137,7 +140,7 @@ def format_table(report: dict[str, Any]) -> str:
     n = report["num_structures"]
     if report["kind"] == "crystal":
         rows = [
-            ("lattice angles in (50°, 130°)", report["lattice_angles_in_range"], f"{c['lattice_angles_in_range']}/{n}"),
+            ("failed decodes (read-out)", report["failed_decodes"], f"{c['failed_decodes']}/{n}"),
             ("structural validity", report["structural_validity"], f"{c['structurally_valid']}/{n}"),
             (f"compositional validity ({report['protocol']['oxidation_states']})",
              report["compositional_validity"], f"{c['compositionally_valid']}/{n}"),
@@ -145,10 +148,16 @@ def format_table(report: dict[str, Any]) -> str:
             ("uniqueness (of valid)", report["uniqueness"], f"{c['unique']}/{c['valid']}"),
             ("novelty (of unique)", report["novelty"], f"{c['novel']}/{c['unique']}" if c["novel"] is not None else ""),
         ]
+        if report["cell_angles_in_range"] is not None:
+            rows.insert(1, ("cell as given: angles in (50°, 130°)", report["cell_angles_in_range"],
+                            f"{c['cell_angles_in_range']}/{n}"))
     else:
         rows = [
-            ("validity (OpenBabel PDB -> RDKit)", report["validity"], f"{c['valid']}/{n}"),
+            ("valid and connected (strict, one fragment)", report["validity_connected"],
+             f"{c['valid_connected']}/{n}"),
             ("validity, strict (DetermineBonds)", report["validity_strict"], f"{c['valid_strict']}/{n}"),
+            ("validity, ADiT route (fragments count)", report["validity"], f"{c['valid']}/{n}"),
+            ("ADiT route and one fragment", report["validity_one_fragment"], f"{c['valid_one_fragment']}/{n}"),
             ("uniqueness (of valid)", report["uniqueness"], f"{c['unique']}/{c['valid']}"),
             ("novelty (of valid)", report["novelty"], f"{c['novel']}/{c['valid']}" if c["novel"] is not None else ""),
             ("atom stability (EDM)", report["atom_stability"], f"{c['stable_atoms']}/{c['atoms']}"),

@@ -20,7 +20,7 @@ JSON_NAME = "evaluation.json"
 PARAMETERS = {
     "workers": int,
     "oxidation_states": str,
-    "no_angle_check": bool,
+    "check_cell_angles": bool,
     "posebusters_subset": int,
     "no_posebusters": bool,
     "seed": int,

@@ -167,6 +167,30 @@ class CheckpointData(orm.SinglefileData):
         return found
 
     @classmethod
+    def from_pretrained(cls, name: str | None = None, download: bool = False) -> CheckpointData:
+        """The stored node of a named pretrained model (see ``adit models``), created only if new.
+
+        Deduplicated by sha256 like :meth:`get_or_create`, so every work chain that samples the same
+        pretrained model points at one node; its label is the model name. ``download=True`` fetches a
+        model that does not ship with the package (never needed for shipped ones).
+
+        :param name: registry name; default: the shipped joint model.
+        :raises CheckpointError: the model is unknown, missing or fails its sha256 check.
+        """
+        from adit_torch.errors import ConfigError
+        from adit_torch.pretrained import DEFAULT_MODEL, pretrained_path
+
+        name = name or DEFAULT_MODEL
+        try:
+            path = pretrained_path(name, download_missing=download)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+        node = cls.get_or_create(path, label=name)
+        if not node.base.extras.get("pretrained", None):
+            node.base.extras.set("pretrained", name)
+        return node
+
+    @classmethod
     def get_or_create(cls, path: str | os.PathLike, label: str | None = None) -> CheckpointData:
         """The stored checkpoint node for the file at ``path``, created and stored only if new.
 

@@ -4,9 +4,10 @@ Training is optional: give a DiT ``checkpoint`` to sample it directly, a
 ``vae_checkpoint`` to train only the DiT, or neither to train both stages.
 Every generated StructureData carries the extras ``kind`` (``crystal``/``molecule``)
 and ``elements`` (sorted symbols; set by the sample parser) and, after evaluation, ``valid`` (bool) and
-``formula`` (str) copied from the evaluation records, and all of them are put in one Group (``group_label``,
-default ``adit/generate/<pk>``) whose label is also the extra ``group_label`` of
-the work chain node.
+``formula`` (str) copied from the evaluation records (for molecules ``valid`` means strictly valid and
+in one piece; the ADiT route's flag is ``valid_adit``, its fragment count ``fragments``), and all of
+them are put in one Group (``group_label``, default ``adit/generate/<pk>``) whose label is also the
+extra ``group_label`` of the work chain node.
 
 Crystals can go on into ``adit.metastability`` (relaxation -> energy above hull ->
 stable / metastable / S.U.N. rates): fill the ``metastability`` namespace (``relax.code``
@@ -34,6 +35,16 @@ from aiida_adit.workflows.train import AditTrainWorkChain
 
 #: Extras copied from each evaluation record onto its structure.
 EXTRA_KEYS = ("valid", "formula")
+#: Molecules: the extra ``valid`` is the strict route with one fragment (the record's ``valid_connected``);
+#: the ADiT route, which counts a molecule in fragments as valid, is kept as ``valid_adit`` beside ``fragments``.
+MOLECULE_EXTRAS = {"valid": "valid_connected", "valid_adit": "valid", "fragments": "fragments", "formula": "formula"}
+
+
+def record_extras(record: dict) -> dict:
+    """The extras of one evaluated structure from its evaluation record (see :data:`MOLECULE_EXTRAS`)."""
+    if record.get("kind") == "molecule":
+        return {extra: record.get(key) for extra, key in MOLECULE_EXTRAS.items()}
+    return {key: record.get(key) for key in EXTRA_KEYS}
 
 
 def _given(inputs, namespace: str, inner: str) -> bool:
@@ -151,8 +162,11 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
 
         :param code: the ``adit`` code used by every CalcJob.
         :param overrides: nested dict merged over the protocol (keys as in the YAML file:
-            ``kind``, ``train_vae.settings``, ``train_dit.settings``, ``sample``, ``options``).
-        :param checkpoint: a DiT checkpoint: no training, sample it.
+            ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``,
+            ``evaluate``, ``metastability.relax``, ``options``).
+        :param checkpoint: a DiT checkpoint: no training, sample it. Without one, a protocol that
+            names a ``pretrained`` model (``fast``) samples that model's node
+            (:meth:`CheckpointData.from_pretrained`, stored once); the others train.
         :param vae_checkpoint: a VAE: train only the DiT.
         :param evaluate: run ``adit evaluate`` on the samples.
         :param reference: reference set for novelty (SinglefileData or Str); default: the
@@ -161,6 +175,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         values = cls.get_protocol_inputs(protocol, overrides)
         options = values.get("options", {})
         builder = cls.get_builder()
+        if checkpoint is None and vae_checkpoint is None and values.get("pretrained"):
+            checkpoint = CheckpointData.from_pretrained(values["pretrained"])
         if checkpoint is not None:
             builder.checkpoint = checkpoint
         else:
@@ -192,6 +208,14 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
                 builder.evaluate.reference = reference
             if settings.get("parameters"):
                 builder.evaluate.parameters = orm.Dict(settings["parameters"])
+        relax = (values.get("metastability") or {}).get("relax")
+        if relax is not None and values["kind"] == "crystal":
+            from aiida_adit.data.hull import ReferenceHullData
+
+            builder.metastability.relax.code = code
+            builder.metastability.relax.parameters = orm.Dict(relax)
+            builder.metastability.relax.metadata.options = options
+            builder.metastability.hull = ReferenceHullData.offline()
         return builder
 
     def setup(self):
@@ -288,7 +312,7 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             return self.exit_codes.ERROR_EVALUATION_FAILED
         # frames that could not be stored have no node (see the sample parser)
         pairs = (
-            (structures[output_label(record["index"])], {key: record.get(key) for key in EXTRA_KEYS})
+            (structures[output_label(record["index"])], record_extras(record))
             for record in records
             if output_label(record["index"]) in structures
         )

@@ -1,13 +1,14 @@
 """The VAE: losses, corruption, periodic fractional loss, and overfitting real systems."""
 
 import numpy as np
+import pytest
 import torch
 from adit_model_data import mp20_systems, qm9_systems
 from pymatgen.analysis.structure_matcher import StructureMatcher
 
 from adit_torch.batching import collate
 from adit_torch.config import VAEConfig
-from adit_torch.vae import VAE, cell_volume_factor, corrupt, valid_angles, wrap_diff
+from adit_torch.vae import VAE, cell_volume_factor, corrupt, decode_failure, systems_from_outputs, wrap_diff
 
 
 def tiny(**kw):
@@ -87,10 +88,33 @@ def test_untrained_vae_does_not_reconstruct():
     assert not all((o.numbers == r.numbers).all() for o, r in zip(crystals, rec))
 
 
-def test_impossible_decoded_cells_are_repaired_and_flagged():
-    ok, repaired = valid_angles(np.array([80.0, 95.0, 100.0]))
-    assert not repaired and np.allclose(ok, [80, 95, 100])
-    bad = np.array([30.0, 30.0, 150.0])  # no such cell
-    assert cell_volume_factor(bad) == 0.0
-    fixed, repaired = valid_angles(bad)
-    assert repaired and cell_volume_factor(fixed) >= 0.05
+@pytest.mark.parametrize("lengths, angles, reason", [
+    ([4.0, 5.0, 6.0], [80.0, 95.0, 100.0], None),
+    ([4.0, 5.0, 6.0], [30.0, 95.0, 100.0], "outside (50°, 130°)"),
+    ([4.0, 5.0, 6.0], [80.0, 95.0, 131.0], "outside (50°, 130°)"),
+    ([4.0, -5.0, 6.0], [80.0, 95.0, 100.0], "non-positive"),
+    ([4.0, 0.0, 6.0], [80.0, 95.0, 100.0], "non-positive"),
+    ([4.0, np.nan, 6.0], [80.0, 95.0, 100.0], "non-finite"),
+    ([4.0, 5.0, 6.0], [125.0, 125.0, 125.0], "form no cell"),  # each angle in range, no such cell
+])
+def test_decode_failures_follow_the_reference_rules(lengths, angles, reason):
+    got = decode_failure(np.array(lengths), np.array(angles), np.zeros((2, 3)))
+    assert got is None if reason is None else reason in got
+    assert cell_volume_factor(np.array([30.0, 30.0, 150.0])) == 0.0
+
+
+def test_read_out_flags_failed_decodes_without_repair():
+    """Decoder outputs with a bad cell become a flagged placeholder; a good one is built as decoded."""
+    n = 2
+    out = {
+        "type_logits": torch.zeros(2, n, 10).index_fill_(-1, torch.tensor([8]), 5.0),
+        "pos": torch.zeros(2, n, 3),
+        "frac": torch.tensor([[[0.1, 0.2, 0.3], [0.6, 0.5, 1.25]]] * 2),
+        "lengths": torch.tensor([[3.0, 3.0, 3.0], [3.0, -3.0, 3.0]]) / n ** (1 / 3),
+        "angles": torch.deg2rad(torch.tensor([[90.0, 90.0, 90.0], [90.0, 90.0, 90.0]])),
+    }
+    good, bad = systems_from_outputs(out, torch.ones(2, n, dtype=torch.bool), torch.ones(2, dtype=torch.bool))
+    assert "decode_failed" not in good.info
+    np.testing.assert_allclose(good.lengths, [3.0, 3.0, 3.0], rtol=1e-5)
+    np.testing.assert_allclose(good.frac_coords, [[0.1, 0.2, 0.3], [0.6, 0.5, 0.25]], atol=1e-6)
+    assert "non-positive" in bad.info["decode_failed"] and bad.info["decoded_lengths"].split()[1].startswith("-3")

@@ -37,7 +37,7 @@ def test_generate_trains_samples_evaluates_and_groups(aiida_profile_clean, adit_
         "train_dit": {"settings": TINY},
         "sample": {"num_samples": 3, "steps": 4},
     }
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", overrides=overrides)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", overrides=overrides)
     builder.group_label = orm.Str("tests/generate")
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
@@ -58,7 +58,10 @@ def test_generate_trains_samples_evaluates_and_groups(aiida_profile_clean, adit_
     for label, structure in generated.items():
         record = records[int(label.split("_")[-1])]
         assert structure.pbc == (False, False, False)
-        assert structure.base.extras.get("valid") is record["valid"]
+        # molecules: `valid` is the strict route in one piece; the ADiT route's flag is kept beside it
+        assert structure.base.extras.get("valid") is record["valid_connected"]
+        assert structure.base.extras.get("valid_adit") is record["valid"]
+        assert structure.base.extras.get("fragments") == record["fragments"]
         assert structure.base.extras.get("formula") == record["formula"]
         assert structure.base.extras.get("kind") == "molecule"
     group = orm.load_group("tests/generate")
@@ -100,17 +103,17 @@ def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, ma
     vae = CheckpointData(file=str(make_checkpoint("vae"))).store()
     dit = CheckpointData(file=str(make_checkpoint("dit"))).store()
 
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=vae)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", checkpoint=vae)
     with pytest.raises(ValueError, match="is of kind `vae`, expected `dit`"):
         run_get_node(builder)
 
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=dit)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", checkpoint=dit)
     builder.train_vae.train.code = code
     builder.train_vae.train.settings = orm.Dict({"stage": "vae", "dataset": "qm9"})
     with pytest.raises(ValueError, match="do not give `train_vae`"):
         run_get_node(builder)
 
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", vae_checkpoint=dit)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", vae_checkpoint=dit)
     with pytest.raises(ValueError, match="`vae_checkpoint`: checkpoint<.*> is of kind `dit`"):
         run_get_node(builder)
 
@@ -134,7 +137,7 @@ def test_generate_chains_into_metastability_for_crystals(aiida_profile_clean, ad
     dit = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
     overrides = {"kind": "crystal", "sample": {"num_samples": 2, "steps": 4}}
     builder = AditGenerateWorkChain.get_builder_from_protocol(
-        code, protocol="fast", checkpoint=dit, overrides=overrides
+        code, protocol="train-fast", checkpoint=dit, overrides=overrides
     )
     builder.metastability.relax.code = adit_code("adit.relax")
     builder.metastability.relax.parameters = orm.Dict({"fmax": 0.1, "steps": 5})
@@ -162,7 +165,32 @@ def test_generate_chains_into_metastability_for_crystals(aiida_profile_clean, ad
 def test_generate_rejects_relaxing_molecules(aiida_profile_clean, adit_code, make_checkpoint):
     code = adit_code("adit.sample")
     dit = CheckpointData(file=str(make_checkpoint("dit"))).store()
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", checkpoint=dit)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", checkpoint=dit)
     builder.metastability.relax.code = adit_code("adit.relax")
     with pytest.raises(ValueError, match="`metastability` relaxes crystals, but `sample.sample.kind` is `molecule`"):
         run_get_node(builder)
+
+
+@pytest.mark.slow
+def test_fast_protocol_samples_the_shipped_model_relaxes_and_scores_crystals(aiida_profile_clean, adit_code):
+    """The main job's protocol: no training, the shipped joint model's node (stored once), CHGNet and the hull."""
+    from adit_torch.pretrained import DEFAULT_MODEL, MODELS
+
+    code = adit_code("adit.sample")
+    overrides = {"sample": {"num_samples": 3, "steps": 20}, "metastability": {"relax": {"steps": 5}},
+                 "evaluate": {"reference": "none"}}
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast", overrides=overrides)
+    again = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="fast")
+    assert builder.checkpoint.pk == again.checkpoint.pk
+    assert builder.checkpoint.label == DEFAULT_MODEL and builder.checkpoint.sha256 == MODELS[DEFAULT_MODEL].sha256
+    assert builder.checkpoint.base.extras.get("pretrained") == DEFAULT_MODEL
+    assert "train_vae" not in builder or not builder.train_vae
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    generated = results["structures"]
+    assert len(generated) == 3 and all(s.pbc == (True, True, True) for s in generated.values())
+    rates = results["metastability"]["rates"].get_dict()
+    assert rates["counts"]["structures"] == 3 and rates["potential"] and rates["hull"]
+    assert set(results["metastability"]["e_above_hull"]) <= set(generated)
+    assert rates["counts"]["with_e_hull"] == len(results["metastability"]["e_above_hull"])
+    assert rates["sun_rate"] is not None  # the evaluation records reached the rates

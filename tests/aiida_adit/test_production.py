@@ -55,7 +55,9 @@ def test_daemon_runs_generate_through_a_restart(on_production_profile, fixture_f
     code = orm.InstalledCode(label="adit", computer=computer, filepath_executable=executable).store()
     checkpoint = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
     overrides = {"sample": {"num_samples": 2, "steps": 3}}
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, "fast", overrides=overrides, checkpoint=checkpoint)
+    builder = AditGenerateWorkChain.get_builder_from_protocol(
+        code, "train-fast", overrides=overrides, checkpoint=checkpoint
+    )
 
     # The daemon passes this process's sys.path on as PYTHONPATH; pytest put `tests/` on it, where the
     # `tests/adit_torch` folder would shadow the real package in the jobs the daemon launches.

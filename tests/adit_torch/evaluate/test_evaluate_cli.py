@@ -37,7 +37,7 @@ def test_crystal_cli_writes_the_contract_json(tmp_path, capsys):
     protocol = report["protocol"]
     assert protocol["oxidation_states"] == "smact14"
     assert protocol["matcher"]["stol"] == 0.5 and protocol["matcher"]["ltol"] == 0.3
-    assert protocol["lattice_angle_check_in_validity"] is True
+    assert protocol["cell_angle_check"] is False
     assert "pymatgen" in protocol["libraries"] and "smact" in protocol["libraries"]
     assert report["reference"]["size"] == 12
     records = report["per_structure"]
@@ -48,18 +48,18 @@ def test_crystal_cli_writes_the_contract_json(tmp_path, capsys):
     assert not list(out.parent.glob(".*tmp*"))  # no temporary file left behind
 
 
-def test_crystal_cli_icsd24_and_no_angle_check_change_the_protocol(tmp_path):
+def test_crystal_cli_icsd24_and_check_cell_angles_change_the_protocol(tmp_path):
     out = tmp_path / "c.json"
     status = main(["evaluate", str(FIXTURES / "crystals.csv"), "--reference", "none", "--oxidation-states", "icsd24",
-                   "--no-angle-check", "--json", str(out), "--workers", "1", "--quiet"])
+                   "--check-cell-angles", "--json", str(out), "--workers", "1", "--quiet"])
     assert status == 0
     report = json.loads(out.read_text())
     assert report["kind"] == "crystal"  # detected from the file
     assert report["protocol"]["oxidation_states"] == "icsd24"
-    assert report["protocol"]["lattice_angle_check_in_validity"] is False
+    assert report["protocol"]["cell_angle_check"] is True
     assert report["novelty"] is None and report["reference"] is None
     broken_angle = next(r for r in report["per_structure"] if r["id"] == "broken-angle")
-    assert broken_angle["valid"] and not broken_angle["lattice_angles_in_range"]
+    assert not broken_angle["valid"] and broken_angle["cell_angles_in_range"] is False
 
 
 def test_molecule_cli_with_posebusters_subset(tmp_path, capsys):

@@ -60,13 +60,13 @@ def test_wrong_charges_fail_compositional_validity_only():
     assert record["reasons"] == ["composition: no charge-neutral combination of smact14 oxidation states"]
 
 
-def test_lattice_angle_check_is_reported_and_enters_validity_by_default():
+def test_the_cell_angle_check_is_an_explicit_option_on_the_cell_as_given():
     system = AtomicSystem.from_parameters([11, 17], [[0, 0, 0], [0.5, 0.5, 0.5]], [4, 4, 12], [90, 90, 20])
-    strict = check_crystal(system)
-    assert not strict["lattice_angles_in_range"] and not strict["valid"]
+    default = check_crystal(system)
+    assert default["cell_angles_in_range"] is None and default["valid"]  # scored on its reduced cell
+    strict = check_crystal(system, cell_angle_check=True)
+    assert strict["cell_angles_in_range"] is False and not strict["valid"]
     assert not strict["compositionally_valid"]  # the reference pipeline never scores such a cell
-    loose = check_crystal(system, angle_check=False)
-    assert not loose["lattice_angles_in_range"] and loose["valid"]
 
 
 @pytest.mark.parametrize("system, reason", [

@@ -1,0 +1,163 @@
+"""Named pretrained models: the ones that ship inside the package, and others by URL and sha256.
+
+A model is a DiT checkpoint (the VAE embedded, see :mod:`adit_torch.checkpoint`)
+plus a model card (Markdown: data and splits, steps, CPU-hours, recipe,
+measured metrics). Shipped weights live in ``adit_torch/resources/models``;
+weights that live elsewhere (GPU-trained sizes, too large for the package) are
+named by URL and sha256 and downloaded only when asked for
+(``download=True`` or ``adit models download NAME``), into
+``$ADIT_MODEL_DIR`` or ``~/.cache/aiida-adit/models``. Every file is checked
+against its registered sha256 before it is loaded; loading never unpickles.
+
+    >>> from adit_torch.pretrained import load_pretrained
+    >>> dit, vae, flow_cfg, meta = load_pretrained("adit-xs-joint")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from adit_torch.errors import CheckpointError, ConfigError
+from adit_torch.io import atomic_write
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One registered model.
+
+    Attributes:
+        name: registry name (``adit models`` lists them; ``adit sample --model NAME``).
+        description: one line.
+        kinds: what it generates (``crystal``, ``molecule``).
+        sha256: hex sha256 of the weights file.
+        file: file name in ``adit_torch/resources/models`` (shipped), or None.
+        url: where the weights can be downloaded (not shipped), or None.
+        card: file name of the model card in ``adit_torch/resources/models``.
+    """
+
+    name: str
+    description: str
+    kinds: tuple[str, ...]
+    sha256: str
+    file: str | None = None
+    url: str | None = None
+    card: str | None = None
+
+    @property
+    def shipped(self) -> bool:
+        """True when the weights are inside the package."""
+        return self.file is not None
+
+
+#: The registry. The default is the joint MP-20 + QM9 model: one model for both kinds.
+MODELS: dict[str, PretrainedModel] = {
+    "adit-xs-joint": PretrainedModel(
+        name="adit-xs-joint",
+        description="XS ADiT trained jointly on MP-20 (partial train split) and QM9 on a 2-core CPU",
+        kinds=("crystal", "molecule"),
+        sha256="__SHA256_XS_JOINT__",
+        file="adit-xs-joint.safetensors",
+        card="adit-xs-joint.md",
+    ),
+}
+DEFAULT_MODEL = "adit-xs-joint"
+
+
+def get_model(name: str) -> PretrainedModel:
+    """The registry entry ``name``; raises :class:`ConfigError` listing the known names."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown pretrained model {name!r}; known: {', '.join(MODELS)} (see `adit models`)")
+    return MODELS[name]
+
+
+def _resource(file: str) -> Path:
+    return Path(str(resources.files("adit_torch") / "resources" / "models" / file))
+
+
+def model_card(name: str) -> str:
+    """The model card of ``name`` (Markdown text)."""
+    model = get_model(name)
+    if model.card is None:
+        return f"# {model.name}\n\n{model.description}\n"
+    return _resource(model.card).read_text(encoding="utf-8")
+
+
+def cache_dir() -> Path:
+    """Where downloaded weights are kept: ``$ADIT_MODEL_DIR`` or ``~/.cache/aiida-adit/models``."""
+    return Path(os.environ.get("ADIT_MODEL_DIR") or Path.home() / ".cache" / "aiida-adit" / "models")
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(path: Path, model: PretrainedModel) -> Path:
+    found = sha256_file(path)
+    if found != model.sha256:
+        raise CheckpointError(f"pretrained model {model.name}: {path} has sha256 {found}, expected {model.sha256}; "
+                              "the file is damaged or not this model")
+    return path
+
+
+def download(name: str, timeout: float = 300.0) -> Path:
+    """Download the weights of a registered, non-shipped model into :func:`cache_dir`; returns the path.
+
+    The bytes are checked against the registered sha256 before they are renamed into place,
+    so the cache never holds a partial or wrong file.
+    """
+    model = get_model(name)
+    if model.shipped:
+        return pretrained_path(name)
+    path = cache_dir() / f"{model.name}.safetensors"
+    if path.exists():
+        return _check(path, model)
+    try:
+        with urllib.request.urlopen(model.url, timeout=timeout) as response:
+            data = response.read()
+    except OSError as exc:
+        raise CheckpointError(f"pretrained model {name}: download of {model.url} failed: {exc}") from None
+    found = hashlib.sha256(data).hexdigest()
+    if found != model.sha256:
+        raise CheckpointError(f"pretrained model {name}: {model.url} gave sha256 {found}, expected {model.sha256}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+    return path
+
+
+def pretrained_path(name: str, download_missing: bool = False) -> Path:
+    """The verified weights file of model ``name``.
+
+    Shipped models resolve inside the package. Others resolve in :func:`cache_dir`; when the
+    file is not there, ``download_missing=True`` fetches it, otherwise :class:`CheckpointError`
+    says how to get it.
+    """
+    model = get_model(name)
+    if model.shipped:
+        path = _resource(model.file)
+        if not path.is_file():
+            raise CheckpointError(f"pretrained model {name}: {path} is missing from this installation")
+        return _check(path, model)
+    path = cache_dir() / f"{model.name}.safetensors"
+    if path.exists():
+        return _check(path, model)
+    if download_missing:
+        return download(name)
+    raise CheckpointError(f"pretrained model {name} is not downloaded; run `adit models download {name}` "
+                          f"(fetches {model.url} into {cache_dir()})")
+
+
+def load_pretrained(name: str = DEFAULT_MODEL, device="cpu", download_missing: bool = False):
+    """Load a registered model: ``(dit, vae, flow_cfg, meta)`` as :func:`adit_torch.checkpoint.load_dit`."""
+    from adit_torch.checkpoint import load_dit
+
+    return load_dit(pretrained_path(name, download_missing), device)
