@@ -60,7 +60,7 @@ MODELS: dict[str, PretrainedModel] = {
         name="adit-xs-joint",
         description="XS ADiT trained jointly on MP-20 (partial train split) and QM9 on a 2-core CPU",
         kinds=("crystal", "molecule"),
-        sha256="__SHA256_XS_JOINT__",
+        sha256="588f15c6de78e39cee09b1d3d58606e7e4665716ab45746fbcf96ec68f9b60d1",
         file="adit-xs-joint.safetensors",
         card="adit-xs-joint.md",
     ),
@@ -161,3 +161,20 @@ def load_pretrained(name: str = DEFAULT_MODEL, device="cpu", download_missing: b
     from adit_torch.checkpoint import load_dit
 
     return load_dit(pretrained_path(name, download_missing), device)
+
+
+def sample_pretrained(kind: str, num_samples: int, name: str = DEFAULT_MODEL, download_missing: bool = False,
+                      **kwargs):
+    """Sample a registered model: ``(systems, summary)`` as :func:`adit_torch.sample.sample_checkpoint`.
+
+    ``kwargs`` are the sampler's options (``steps``, ``cfg_scale``, ``seed``, ``batch_size``,
+    ``num_atoms``, ``device``, ``progress``).
+
+        >>> from adit_torch.pretrained import sample_pretrained
+        >>> crystals, summary = sample_pretrained("crystal", 10, seed=1)  # doctest: +SKIP
+    """
+    from adit_torch.sample import sample_checkpoint
+
+    systems, summary = sample_checkpoint(pretrained_path(name, download_missing), kind, num_samples, **kwargs)
+    summary["settings"]["model"] = name
+    return systems, summary

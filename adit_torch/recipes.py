@@ -191,7 +191,7 @@ def cached_latents(vae: VAE, data, out_dir: Path, vae_path, device="cpu", progre
     path = out_dir / "latents.npz"
     key = f"{Path(vae_path).resolve()}:{Path(vae_path).stat().st_mtime_ns}:{len(data)}:{int(np.sum(data.num_atoms))}"
     if path.exists():
-        with np.load(path) as f:
+        with np.load(path, allow_pickle=False) as f:
             if str(f["key"]) == key:
                 return LatentSet(f["z"], f["offsets"], f["periodic"], f["dataset"])
     lat = encode_dataset(vae, data, device=device, progress=progress)

@@ -158,15 +158,14 @@ def main(argv: list[str]) -> list[orm.WorkflowNode]:
     parser = argparse.ArgumentParser(prog="verdi run examples/submit_adit.py", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a DiT checkpoint (.safetensors) to sample instead of the shipped model")
     parser.add_argument("--kind", choices=["crystal", "molecule"],
-                        help="what to generate (default: both for the shipped model, else the protocol's)")
+                        help="what to generate (default: both with the shipped model, else the protocol's kind)")
     parser.add_argument("--protocol", default="fast", choices=sorted(AditGenerateWorkChain.get_available_protocols()))
     parser.add_argument("--num-samples", type=int, help="how many systems to generate (per kind)")
     args = parser.parse_args(argv)
 
     code = get_code(get_computer())
-    inputs = AditGenerateWorkChain.get_protocol_inputs(args.protocol)
-    samples_a_model = args.checkpoint is not None or inputs.get("pretrained")
-    kinds = [args.kind] if args.kind else (["crystal", "molecule"] if samples_a_model else [None])
+    shipped = args.checkpoint is None and AditGenerateWorkChain.get_protocol_inputs(args.protocol).get("pretrained")
+    kinds = [args.kind] if args.kind else (["crystal", "molecule"] if shipped else [None])
     return [run_one(code, args, kind) for kind in kinds]
 
 

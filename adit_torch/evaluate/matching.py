@@ -160,7 +160,7 @@ class ReferenceIndex:
         if self.path is None or not self.path.exists():
             return {}
         try:
-            with np.load(self.path) as data:
+            with np.load(self.path, allow_pickle=False) as data:
                 index, offsets = data["index"], data["offsets"]
                 numbers, frac, lattices = data["numbers"], data["frac"], data["lattices"]
         except (OSError, ValueError, KeyError):

@@ -5,6 +5,12 @@ with MP2020-corrected DFT energies. It comes with the optional extra
 ``pip install aiida-adit[hull]`` (``matbench-discovery``), which downloads
 and caches the file on first use. Nothing is downloaded at import time.
 
+The file is a pickle, so it is checked before it is unpickled: its sha256 and md5
+must equal :data:`PPD_SHA256` and :data:`PPD_MD5` (the md5 Matbench Discovery
+publishes for ``mp/2023-02-07-ppd-mp.pkl.gz``, Figshare file 48241624; the
+sha256 recorded independently for the same file). A mismatch stops with a
+clear error and nothing is unpickled.
+
 Energies predicted by CHGNet 0.3.0 (trained on MPtrj, whose energies carry
 the MP2020 corrections) are compared with this hull as they are, the way
 Matbench Discovery scores MPtrj-trained potentials.
@@ -13,12 +19,36 @@ Matbench Discovery scores MPtrj-trained potentials.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
+from pathlib import Path
 
-from adit_torch.errors import ConfigError
+from adit_torch.errors import ConfigError, DataFormatError
 from adit_torch.stability.hull import ReferenceHull
 
 NAME = "mp2023-02-07-ppd"
+#: Digests of ``2023-02-07-ppd-mp.pkl.gz`` (Figshare file 48241624, about 220 MB).
+PPD_SHA256 = "f7fc992230e88dcf26bab2e85fa1ed4fdf6b047c06479bfd8b7a1e003f242d1e"
+PPD_MD5 = "60d19d691fa1d338aa496a40a9641bef"
+
+
+def verify_ppd_file(path, sha256: str = PPD_SHA256, md5: str = PPD_MD5) -> Path:
+    """Check the hull file's sha256 and md5 before anything unpickles it; returns the path.
+
+    Raises :class:`DataFormatError` naming the file and both digests on a mismatch.
+    """
+    path = Path(path)
+    h_sha, h_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h_sha.update(chunk)
+            h_md5.update(chunk)
+    if h_sha.hexdigest() != sha256 or h_md5.hexdigest() != md5:
+        raise DataFormatError(
+            f"{path}: not the published MP 2023-02-07 hull file (sha256 {h_sha.hexdigest()}, expected {sha256}; "
+            f"md5 {h_md5.hexdigest()}, expected {md5}); refusing to unpickle it. Delete it to download it again."
+        )
+    return path
 
 
 class PatchedHull(ReferenceHull):
@@ -65,12 +95,19 @@ def load_mp2023_hull() -> PatchedHull:
         ) from None
     try:
         path = DataFiles.mp_patched_phase_diagram.path
-        with gzip.open(path, "rb") as fh:
-            ppd = pickle.load(fh)  # the file Matbench Discovery publishes; a pymatgen object
     except Exception as exc:  # network errors come in many types  # noqa: BLE001
         raise ConfigError(
             f"could not obtain the MP 2023-02-07 hull through matbench-discovery ({type(exc).__name__}: {exc}); "
             "it needs network access once, then it is cached; offline, use --reference offline"
+        ) from None
+    verify_ppd_file(path)  # before unpickling: a pickle runs code
+    try:
+        with gzip.open(path, "rb") as fh:
+            ppd = pickle.load(fh)  # verified above: the file Matbench Discovery publishes
+    except Exception as exc:  # noqa: BLE001 - a pymatgen version that cannot rebuild the object
+        raise ConfigError(
+            f"could not read the verified MP 2023-02-07 hull {path} ({type(exc).__name__}: {exc}); "
+            "offline, use --reference offline"
         ) from None
     return PatchedHull(ppd, NAME, {"source": str(path), "energy": "MP2020-corrected GGA/GGA+U (DFT)",
                                   "date": "2023-02-07"})

@@ -22,9 +22,13 @@ def output_label(index: int) -> str:
     return f"sample_{index:05d}"
 
 
-def structure_extras(structure: orm.StructureData, kind: str) -> dict:
-    """The extras every generated structure carries: ``kind`` and ``elements`` (sorted symbols)."""
-    return {"kind": kind, "elements": sorted(structure.get_symbols_set())}
+def structure_extras(structure: orm.StructureData, kind: str, info: dict | None = None) -> dict:
+    """The extras every generated structure carries: ``kind`` and ``elements`` (sorted symbols), plus
+    ``decode_failed`` (the read-out's reason) for a crystal whose decode failed (a flagged placeholder)."""
+    extras = {"kind": kind, "elements": sorted(structure.get_symbols_set())}
+    if info and info.get("decode_failed"):
+        extras["decode_failed"] = str(info["decode_failed"])
+    return extras
 
 
 class AditSampleParser(AditParser):
@@ -73,7 +77,7 @@ class AditSampleParser(AditParser):
                 continue
             structure.label = f"{kind} {output_label(index)}"
             # set before storing: written with the node, no extra commit per structure
-            structure.base.extras.set_many(structure_extras(structure, kind))
+            structure.base.extras.set_many(structure_extras(structure, kind, atoms.info))
             self.out(f"structures.{output_label(index)}", structure)
             stored += 1
         if summary is not None:

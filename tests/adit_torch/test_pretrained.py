@@ -103,3 +103,16 @@ def test_sample_by_name_matches_sampling_the_file(tmp_path):
     assert main(["sample", "--model", DEFAULT_MODEL, *common, "--out", str(by_name)]) == 0
     assert main(["sample", "--checkpoint", str(pretrained_path(DEFAULT_MODEL)), *common, "--out", str(by_file)]) == 0
     assert by_name.read_text() == by_file.read_text()
+
+
+def test_python_api_samples_by_name_like_the_command_line(tmp_path):
+    from adit_torch.pretrained import sample_pretrained
+
+    systems, summary = sample_pretrained("molecule", 3, steps=5, seed=2, progress=False)
+    assert len(systems) == 3 and not any(s.is_periodic for s in systems)
+    assert summary["settings"]["model"] == DEFAULT_MODEL and summary["num_written"] == 3
+    out = tmp_path / "m.extxyz"
+    assert main(["sample", "--kind", "molecule", "--num-samples", "3", "--steps", "5", "--seed", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    frames = ase.io.read(out, index=":")
+    assert [f.get_atomic_numbers().tolist() for f in frames] == [s.numbers.tolist() for s in systems]

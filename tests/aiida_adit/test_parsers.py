@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from aiida import orm
-from ase.io import read
+from ase.io import read, write
 
 from aiida_adit.data.checkpoint import CheckpointData, describe
 
@@ -204,3 +204,19 @@ def test_evaluate_non_finite_numbers_become_none(tmp_path, fixture_folder, gener
     assert calcfunction.is_finished_ok, calcfunction.exit_message
     assert results["results"]["wasserstein"] == {"num_atoms": None}
     assert results["per_structure"]["records"][0]["energy"] is None
+
+
+def test_sample_failed_decodes_are_stored_with_their_reason(tmp_path, fixture_folder, generate_calc_job_node,
+                                                            parse_folder, dit_checkpoint):
+    """A crystal the read-out flagged (``info['decode_failed']``) is stored, with the reason as an extra."""
+    case = tmp_path / "case"
+    shutil.copytree(fixture_folder("sample_crystal"), case)
+    frames = read(case / "temporary" / "samples.extxyz", index=":")
+    frames[1].info["decode_failed"] = "decoded lattice angle(s) outside (50°, 130°): 31.0, 90.0, 90.0"
+    write(case / "temporary" / "samples.extxyz", frames, format="extxyz")
+    node = generate_calc_job_node("adit.sample", _sample_inputs(dit_checkpoint, "crystal", 3), case / "retrieved")
+    results, calcfunction = parse_folder(node, "adit.sample", temporary=case / "temporary", tmp_dir=tmp_path / "t")
+    assert calcfunction.is_finished_ok, calcfunction.exit_message
+    flagged = results["structures"]["sample_00001"].base.extras.all
+    assert flagged["decode_failed"].startswith("decoded lattice angle") and flagged["kind"] == "crystal"
+    assert "decode_failed" not in results["structures"]["sample_00000"].base.extras.all

@@ -111,3 +111,69 @@ def test_mp2023_without_matbench_discovery_is_a_clear_error():
             load_reference_hull("mp2023")
     else:  # pragma: no cover - only where the optional extra is installed
         pytest.skip("matbench-discovery is installed; the online path is not exercised in tests")
+
+
+def _fake_matbench(monkeypatch, path):
+    """Stand in for matbench-discovery's ``DataFiles`` so that the hull file is ``path`` (no download)."""
+    import sys
+    import types
+
+    data = types.ModuleType("matbench_discovery.data")
+    data.DataFiles = types.SimpleNamespace(mp_patched_phase_diagram=types.SimpleNamespace(path=str(path)))
+    package = types.ModuleType("matbench_discovery")
+    package.data = data
+    monkeypatch.setitem(sys.modules, "matbench_discovery", package)
+    monkeypatch.setitem(sys.modules, "matbench_discovery.data", data)
+
+
+class _Marker:
+    """Unpickling this object creates a file: the test fails if that ever happens."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_mp2023_hull_file_is_checked_before_anything_is_unpickled(tmp_path, monkeypatch):
+    import gzip
+    import pickle
+
+    from adit_torch.stability.mp2023 import PPD_SHA256, verify_ppd_file
+
+    marker = tmp_path / "unpickled"
+    planted = tmp_path / "2023-02-07-ppd-mp.pkl.gz"
+    with gzip.open(planted, "wb") as fh:
+        pickle.dump(_Marker(str(marker)), fh)
+    _fake_matbench(monkeypatch, planted)
+    with pytest.raises(DataFormatError, match=f"not the published MP 2023-02-07 hull file .* expected {PPD_SHA256}"):
+        load_reference_hull("mp2023")
+    assert not marker.exists()
+    with pytest.raises(DataFormatError, match="refusing to unpickle"):
+        verify_ppd_file(planted)
+    ok = tmp_path / "ok.bin"
+    ok.write_bytes(b"hull")
+    import hashlib
+
+    digests = hashlib.sha256(b"hull").hexdigest(), hashlib.md5(b"hull", usedforsecurity=False).hexdigest()
+    assert verify_ppd_file(ok, *digests) == ok
+
+
+def test_caches_with_pickled_objects_are_never_unpickled(tmp_path):
+    """The dataset cache, the reduced-cell cache and cached latents refuse object arrays (allow_pickle=False)."""
+    import numpy as np
+
+    from adit_torch.datasets.cache import load_entry
+    from adit_torch.evaluate.matching import ReferenceIndex
+
+    marker = tmp_path / "unpickled"
+    evil = np.array([_Marker(str(marker))], dtype=object)
+    entry = tmp_path / "entry.npz"
+    np.savez(entry, meta=np.array("{}"), numbers=evil)
+    assert load_entry(entry, "mp20") is None  # unreadable: rebuilt, never unpickled
+    index = ReferenceIndex([], "empty")
+    index.path = tmp_path / "reduced.npz"
+    np.savez(index.path, index=evil, offsets=evil, numbers=evil, frac=evil, lattices=evil)
+    assert index._load() == {}
+    assert not marker.exists()
