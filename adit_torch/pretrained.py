@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from adit_torch.datasets.cache import sha256_file
 from adit_torch.errors import CheckpointError, ConfigError
 from adit_torch.io import atomic_write
 
@@ -92,13 +93,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ADIT_MODEL_DIR") or Path.home() / ".cache" / "aiida-adit" / "models")
 
 
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _cached(model: PretrainedModel) -> Path:
+    """Where a non-shipped model's weights are kept once downloaded."""
+    return cache_dir() / f"{model.name}.safetensors"
 
 
 def _check(path: Path, model: PretrainedModel) -> Path:
@@ -118,7 +115,7 @@ def download(name: str, timeout: float = 300.0) -> Path:
     model = get_model(name)
     if model.shipped:
         return pretrained_path(name)
-    path = cache_dir() / f"{model.name}.safetensors"
+    path = _cached(model)
     if path.exists():
         return _check(path, model)
     try:
@@ -147,7 +144,7 @@ def pretrained_path(name: str, download_missing: bool = False) -> Path:
         if not path.is_file():
             raise CheckpointError(f"pretrained model {name}: {path} is missing from this installation")
         return _check(path, model)
-    path = cache_dir() / f"{model.name}.safetensors"
+    path = _cached(model)
     if path.exists():
         return _check(path, model)
     if download_missing:
