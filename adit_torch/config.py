@@ -48,6 +48,14 @@ class VAEConfig:
     mask_type_prob: float = 0.1
     jitter_prob: float = 0.1
     jitter_std: float = 0.1  # Å
+    # decoder robustness: in training, add Gaussian noise to the sampled latents with a std drawn per
+    # system from U(0, latent_noise), in units of the per-dimension std of the batch's latent means
+    # (the DiT's normalised units). The posterior std alone is ~0.01 of the latent spread (KL 1e-5),
+    # so without it the decoder only tolerates DiT errors of that size. 0 = the reference (off).
+    latent_noise: float = 0.0
+    # fine-tune the decoder only: the encoder's weights stay fixed, so its latents (and a DiT trained
+    # on them) stay valid
+    freeze_encoder: bool = False
 
     @property
     def mask_token(self) -> int:
@@ -103,6 +111,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    # learning rate after warm-up: "constant", or "cosine" from lr down to lr * min_lr_ratio at max_steps
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     max_steps: int = 100_000
@@ -123,6 +134,24 @@ class TrainConfig:
     # shipped joint model used 10 (crystals about half of the systems; see its model card)
     crystal_repeat: int = 1
     device: str = "cpu"
+
+
+#: Learning-rate schedules after warm-up (see :func:`adit_torch.train.lr_at`).
+LR_SCHEDULES = ("constant", "cosine")
+
+#: Fields that fix a model's weights' shapes; a checkpoint can initialise (fine-tune) a model whose
+#: config differs from its own in any other field (loss weights, corruption, dropout, ...).
+ARCHITECTURE_FIELDS = {
+    "VAEConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "vocab_size", "num_datasets"),
+    "DiTConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "self_condition",
+                  "residual_x1", "num_space_groups", "num_elements", "num_properties"),
+}
+
+
+def architecture_differences(a, b) -> list[str]:
+    """Names of the architecture fields (:data:`ARCHITECTURE_FIELDS`) in which configs ``a`` and ``b`` differ."""
+    names = ARCHITECTURE_FIELDS[type(a).__name__]
+    return [f"{n}: {getattr(a, n)} vs {getattr(b, n)}" for n in names if getattr(a, n) != getattr(b, n)]
 
 
 @dataclass(frozen=True)
@@ -210,11 +239,17 @@ def validate(cfg, where: str = "config") -> None:
             raise ConfigError(f"{where}: latent_dim must be positive")
     if isinstance(cfg, VAEConfig) and not cfg.pos_loss_unit > 0:
         raise ConfigError(f"{where}: pos_loss_unit must be positive (Å), got {cfg.pos_loss_unit}")
+    if isinstance(cfg, VAEConfig) and not cfg.latent_noise >= 0:
+        raise ConfigError(f"{where}: latent_noise must not be negative, got {cfg.latent_noise}")
     if isinstance(cfg, TrainConfig):
         if cfg.dataset not in ("mp20", "qm9", "joint"):
             raise ConfigError(f"{where}: dataset must be mp20, qm9 or joint, got {cfg.dataset!r}")
         if cfg.batch_size <= 0 or cfg.max_steps <= 0 or cfg.lr <= 0:
             raise ConfigError(f"{where}: batch_size, max_steps and lr must be positive")
+        if cfg.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"{where}: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {cfg.lr_schedule!r}")
+        if not 0.0 <= cfg.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{where}: min_lr_ratio must lie in [0, 1], got {cfg.min_lr_ratio}")
         if cfg.crystal_repeat < 1:
             raise ConfigError(f"{where}: crystal_repeat must be at least 1, got {cfg.crystal_repeat}")
         if not 0.0 <= cfg.ema_decay < 1.0:

@@ -19,7 +19,7 @@ import torch
 from adit_torch.augment import augment_batch
 from adit_torch.batching import collate
 from adit_torch.checkpoint import load_dit, load_vae, save_checkpoint
-from adit_torch.config import DiTConfig, FlowConfig, TrainConfig, VAEConfig, to_dict
+from adit_torch.config import DiTConfig, FlowConfig, TrainConfig, VAEConfig, architecture_differences, to_dict
 from adit_torch.dit import Condition
 from adit_torch.errors import CheckpointError
 from adit_torch.flow import flow_matching_loss
@@ -145,7 +145,9 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     """Train a VAE; writes ``vae.safetensors``, ``state.safetensors``, ``log.csv``, ``metrics.json``, ``curves.png``.
 
     ``data`` / ``val`` default to the configured dataset's train / val splits.
-    ``init`` starts from the weights of an existing VAE checkpoint (fine-tuning).
+    ``init`` starts from the weights of an existing VAE checkpoint, or of the VAE embedded in a DiT
+    checkpoint (fine-tuning: the architecture must match, loss and training settings may differ).
+    ``vae_cfg.freeze_encoder`` trains the decoder only.
     """
     out_dir = Path(out_dir)
     data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
@@ -153,9 +155,12 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     vae = VAE(vae_cfg)
     if init:
         src, _ = load_vae(init)
-        if src.cfg != vae_cfg:
-            raise CheckpointError(f"--init {init}: its VAE config differs from the requested one")
+        diff = architecture_differences(src.cfg, vae_cfg)
+        if diff:
+            raise CheckpointError(f"--init {init}: its VAE architecture differs from the requested one "
+                                  f"({'; '.join(diff)})")
         vae.load_state_dict(src.state_dict())
+    vae.apply_freeze()
     val_systems = []
     if train_cfg.val_size > 0:
         if val is None:
@@ -205,6 +210,9 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
               resume: bool = False, init: str | None = None, data=None, progress: bool = True) -> dict[str, Any]:
     """Train a DiT on cached latents of the frozen VAE at ``vae_path``; writes ``dit.safetensors`` and the rest.
 
+    ``vae_path`` is a ``vae`` checkpoint or a ``dit`` checkpoint (its embedded VAE: a pretrained
+    model's VAE, so that ``init`` can continue that model's DiT on the same latents).
+
     The DiT checkpoint embeds the VAE (``vae.`` prefix), the latent normalisation
     and the atom-count histograms, so it samples on its own.
     """
@@ -212,9 +220,8 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    vae, vae_meta = load_vae(vae_path)
-    if vae_meta["kind"] != "vae":
-        raise CheckpointError(f"--vae {vae_path} is a {vae_meta['kind']} checkpoint, not a VAE")
+    vae, vae_meta = load_vae(vae_path)  # a vae checkpoint, or the VAE embedded in a dit checkpoint
+    vae_data = vae_meta.get("data", {}) if vae_meta["kind"] == "vae" else vae_meta.get("data", {}).get("vae_data", {})
     if dit_cfg.latent_dim != vae.cfg.latent_dim:
         raise CheckpointError(f"--vae {vae_path}: latent size {vae.cfg.latent_dim} differs from the DiT's "
                               f"{dit_cfg.latent_dim}")
@@ -227,11 +234,13 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     dit = DiT(dit_cfg)
     if init:
         src, _, _, _ = load_dit(init)
-        if src.cfg != dit_cfg:
-            raise CheckpointError(f"--init {init}: its DiT config differs from the requested one")
+        diff = architecture_differences(src.cfg, dit_cfg)
+        if diff:
+            raise CheckpointError(f"--init {init}: its DiT architecture differs from the requested one "
+                                  f"({'; '.join(diff)})")
         dit.load_state_dict(src.state_dict())
     stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data),
-             "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_meta.get("data", {})}
+             "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_data}
     config = {"dit": to_dict(dit_cfg), "vae": to_dict(vae.cfg), "flow": to_dict(flow_cfg), "train": to_dict(train_cfg)}
     vae_tensors = {f"vae.{k}": v for k, v in vae.state_dict().items()}
 

@@ -91,21 +91,15 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
 
 
 @torch.no_grad()
-def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
+def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
-                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True) -> list[AtomicSystem]:
-    """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
+                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True):
+    """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
-    Args:
-        dit, vae: models in eval mode on ``device``.
-        flow_cfg: step count and guidance defaults.
-        stats: the checkpoint's ``data`` header (atom-count histograms, latent normalisation).
-        steps: Euler steps (default ``flow_cfg.steps``).
-        cfg_scale: guidance scale (default ``flow_cfg.cfg_scale``; 1 = no guidance).
-        seed: seed of the sampling generator.
-        batch_size: most systems per forward pass (batches are padded to their largest system when
-            that is cheaper than another forward, see :func:`padded_groups`).
-        num_atoms: one count for all samples, a list of counts, or None (histogram).
+    Arguments as :func:`sample_systems`. Yields ``(idx, z, mask, periodic, dataset)`` per group:
+    ``idx`` the sample indices ``(B,)``, ``z (B, N, latent)`` un-normalised VAE latents (zero on
+    padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
+    :meth:`adit_torch.vae.VAE.decode_to_systems`.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
@@ -127,16 +121,15 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         counts = np.asarray([num_atoms] * num_samples if np.isscalar(num_atoms) else num_atoms, dtype=np.int64)
         if len(counts) != num_samples or (counts <= 0).any():
             raise ConfigError("num_atoms must be positive and give one count per sample")
-    mean = torch.tensor(stats.get("latent_mean", [0.0] * vae.cfg.latent_dim), device=device)
-    std = torch.tensor(stats.get("latent_std", [1.0] * vae.cfg.latent_dim), device=device)
-    label = KINDS[kind]
     dim = dit.cfg.latent_dim
+    mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
+    std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
+    label = KINDS[kind]
     # every sample's noise, drawn once in sample order: independent of the grouping below
     offsets = np.concatenate([[0], np.cumsum(counts)])
     noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
     slot_s = FORWARD_TOKEN_S * (1 if scale == 1.0 else 2)
     times = [i / steps for i in range(steps)]
-    out: list[AtomicSystem | None] = [None] * num_samples
     groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
     for idx in tqdm(groups, desc=f"sampling {kind}s", disable=not progress, unit="batch"):
         bsz, n = len(idx), int(counts[idx].max())
@@ -150,6 +143,29 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         z = (z * std + mean) * mask.unsqueeze(-1)
         periodic = torch.full((bsz,), label == CRYSTAL, dtype=torch.bool, device=device)
         dataset = torch.full((bsz,), 0 if label == CRYSTAL else 1, dtype=torch.long, device=device)
+        yield idx, z, mask, periodic, dataset
+
+
+@torch.no_grad()
+def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
+                   steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
+                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True) -> list[AtomicSystem]:
+    """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
+
+    Args:
+        dit, vae: models in eval mode on ``device``.
+        flow_cfg: step count and guidance defaults.
+        stats: the checkpoint's ``data`` header (atom-count histograms, latent normalisation).
+        steps: Euler steps (default ``flow_cfg.steps``).
+        cfg_scale: guidance scale (default ``flow_cfg.cfg_scale``; 1 = no guidance).
+        seed: seed of the sampling generator.
+        batch_size: most systems per forward pass (batches are padded to their largest system when
+            that is cheaper than another forward, see :func:`padded_groups`).
+        num_atoms: one count for all samples, a list of counts, or None (histogram).
+    """
+    out: list[AtomicSystem | None] = [None] * num_samples
+    for idx, z, mask, periodic, dataset in sample_latents(dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale,
+                                                           seed, batch_size, num_atoms, device, progress):
         for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
             s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
             out[j] = s

@@ -159,6 +159,19 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of optimisation step ``step`` (0-based): linear warm-up over ``cfg.warmup_steps``,
+    then ``cfg.lr`` ("constant") or a cosine from ``cfg.lr`` to ``cfg.lr * cfg.min_lr_ratio`` at
+    ``cfg.max_steps`` ("cosine"). A function of the step only, so ``--resume`` continues it exactly."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_schedule == "constant":
+        return cfg.lr * warm
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, max(0.0, (step - cfg.warmup_steps) / span))
+    factor = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * warm * factor
+
+
 # ------------------------------------------------------------------------- loop
 def _batches(data: Sequence, idx_batches, collate_fn, num_workers: int):
     if num_workers <= 0:
@@ -199,7 +212,8 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
     torch.manual_seed(cfg.seed)
     model.to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1009 + rank)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # frozen parts (e.g. a VAE's encoder) stay out
+    opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
     counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0}
     state_path = out_dir / STATE_FILE
@@ -235,7 +249,7 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
         for batch in _batches(data, todo, collate_fn, cfg.num_workers):
             batch = batch.to(device)
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                group["lr"] = lr_at(cfg, step)
             with autocast:
                 loss, parts = objective(batch, generator)
             if any_rank(not bool(torch.isfinite(loss)), device, world):

@@ -126,9 +126,12 @@ class VAE(nn.Module):
         """
         cfg = self.cfg
         inp = corrupt(batch, cfg, generator) if corruption else batch
-        mean, logvar = self.encode(inp)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.freeze_encoder):
+            mean, logvar = self.encode(inp)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + eps * torch.exp(0.5 * logvar)
+        if cfg.latent_noise > 0 and self.training:
+            z = z + latent_noise(mean.detach(), batch.mask, cfg.latent_noise, generator)
         out = self.decode(z, batch.mask, batch.periodic, batch.dataset)
         return self._loss_terms(batch, out, mean, logvar)
 
@@ -157,6 +160,18 @@ class VAE(nn.Module):
                  "lengths": l_len, "angles": l_ang, "kl": l_kl}
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The parameters that :meth:`encode` uses (frozen by ``VAEConfig.freeze_encoder``)."""
+        mods = (self.type_embed, self.pos_embed, self.frac_embed, self.lattice_embed, self.dataset_embed,
+                self.periodic_embed, self.encoder, self.to_latent)
+        return [p for m in mods for p in m.parameters()]
+
+    def apply_freeze(self) -> VAE:
+        """Set ``requires_grad`` of the encoder's parameters from ``cfg.freeze_encoder``; returns self."""
+        for p in self.encoder_parameters():
+            p.requires_grad_(not self.cfg.freeze_encoder)
+        return self
+
     # -------------------------------------------------------------- readout
     @torch.no_grad()
     def reconstruct(self, batch: Batch) -> list[AtomicSystem]:
@@ -175,6 +190,19 @@ class VAE(nn.Module):
     def num_params(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
+
+
+def latent_noise(mean: torch.Tensor, mask: torch.Tensor, level: float,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Decoder-robustness noise ``(B, N, D)`` for latents ``mean (B, N, D)`` with ``mask (B, N)``.
+
+    Per system a std ``s ~ U(0, level)``; per dimension the unit is the std of ``mean`` over the
+    batch's real atoms (the DiT's normalised units, up to the batch estimate). Zero on padding.
+    """
+    unit = mean[mask].std(0) if int(mask.sum()) > 1 else torch.ones(mean.shape[-1], device=mean.device)
+    s = torch.rand(mean.shape[0], 1, 1, generator=generator, device=mean.device, dtype=mean.dtype) * level
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return eps * s * unit * mask.unsqueeze(-1).to(mean.dtype)
 
 
 def cell_volume_factor(angles_deg: np.ndarray) -> float:

@@ -16,6 +16,7 @@ from pathlib import Path
 from adit_torch.checkpoint import read_metadata
 from adit_torch.cli import NaNLossError
 from adit_torch.config import (
+    LR_SCHEDULES,
     SIZES,
     DiTConfig,
     FlowConfig,
@@ -33,7 +34,8 @@ from adit_torch.errors import CheckpointError, ConfigError
 _FLAGS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": "batch_size", "lr": "lr",
           "device": "device", "seed": "seed", "num_workers": "num_workers", "dataset": "dataset",
           "max_train_systems": "max_train_systems", "val_every": "val_every", "ckpt_every": "ckpt_every",
-          "log_every": "log_every", "ema_decay": "ema_decay", "crystal_repeat": "crystal_repeat"}
+          "log_every": "log_every", "ema_decay": "ema_decay", "crystal_repeat": "crystal_repeat",
+          "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps"}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes")
     p.add_argument("--batch-size", type=int, help="systems per batch")
     p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="learning rate after warm-up: constant, or cosine down to lr * min_lr_ratio at --max-steps")
+    p.add_argument("--warmup-steps", type=int, help="steps of linear learning-rate warm-up")
     p.add_argument("--ema-decay", type=float, help="EMA decay of the saved weights")
     p.add_argument("--device", choices=("cpu", "cuda"), help="device (default cpu)")
     p.add_argument("--seed", type=int, help="random seed")
@@ -57,7 +62,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=int, help="log every N steps")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from state.safetensors")
-    p.add_argument("--init", type=Path, help="start from the weights of this checkpoint (fine-tuning)")
+    p.add_argument("--init", type=Path,
+                   help="start from the weights of this checkpoint (fine-tuning; train-vae also takes a DiT "
+                        "checkpoint and starts from its embedded VAE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -69,7 +76,8 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run_train_vae)
     p = subparsers.add_parser("train-dit", help="train the diffusion transformer on a frozen VAE's latents",
                               description="Train the ADiT diffusion transformer by flow matching.")
-    p.add_argument("--vae", required=True, type=Path, help="VAE checkpoint (vae.safetensors)")
+    p.add_argument("--vae", required=True, type=Path,
+                   help="VAE checkpoint (vae.safetensors), or a DiT checkpoint whose embedded VAE is used")
     _common(p)
     p.set_defaults(handler=run_train_dit)
 
@@ -110,10 +118,12 @@ def _resolve(args, kind: str) -> dict:
         out["flow"] = from_dict(FlowConfig, settings.get("flow", {}), where="flow settings")
     if args.init is not None:
         meta = read_metadata(args.init)
-        if meta["kind"] != kind:
+        accepted = ("vae", "dit") if kind == "vae" else ("dit",)  # a DiT checkpoint embeds its VAE
+        if meta["kind"] not in accepted:
             raise CheckpointError(f"--init {args.init} is a {meta['kind']} checkpoint, but train-{kind} needs a "
-                                  f"{kind} checkpoint")
-        stored = meta["config"].get(kind, {})
+                                  f"{' or '.join(accepted)} checkpoint")
+        # the checkpoint's config, with the --settings of this run on top (loss weights, corruption, ...)
+        stored = {**meta["config"].get(kind, {}), **settings.get(kind, {})}
         out[kind] = from_dict(type(out[kind]), stored, where=f"--init {args.init}")
     return out
 
@@ -144,8 +154,9 @@ def run_train_dit(args) -> int:
     from adit_torch.recipes import train_dit
 
     meta = read_metadata(args.vae)
-    if meta["kind"] != "vae":
-        raise CheckpointError(f"--vae {args.vae} is a {meta['kind']} checkpoint, but train-dit needs a vae checkpoint")
+    if meta["kind"] not in ("vae", "dit"):  # a DiT checkpoint embeds its VAE
+        raise CheckpointError(f"--vae {args.vae} is a {meta['kind']} checkpoint, but train-dit needs a vae "
+                              "checkpoint (or a dit checkpoint, whose embedded VAE is used)")
     cfg = _resolve(args, "dit")
     return _run(lambda: train_dit(cfg["train"], cfg["dit"], cfg["flow"], args.vae, cfg["size"], args.out_dir,
                                   resume=args.resume, init=args.init, progress=not args.quiet), args.out_dir)

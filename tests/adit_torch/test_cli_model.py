@@ -79,7 +79,7 @@ def test_sample_crystals_and_molecules(trained):
 
 def test_checkpoint_errors_exit_3(trained, tmp_path, capsys):
     vae = str(trained / "vae" / "vae.safetensors")
-    dit = str(trained / "dit" / "dit.safetensors")
+    state = str(trained / "vae" / "state.safetensors")
     out = str(tmp_path / "o.extxyz")
     base = ["--kind", "crystal", "--num-samples", "2", "--out", out]
     assert main(["sample", "--checkpoint", str(tmp_path / "missing.safetensors"), *base]) == EXIT_CODES["checkpoint"]
@@ -89,8 +89,11 @@ def test_checkpoint_errors_exit_3(trained, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"garbage" * 10)
     assert main(["sample", "--checkpoint", str(corrupt), *base]) == EXIT_CODES["checkpoint"]
-    assert main(["train-dit", "--vae", dit, "--out-dir", str(tmp_path / "d")]) == EXIT_CODES["checkpoint"]
-    assert main(["train-vae", "--init", dit, "--out-dir", str(tmp_path / "v")]) == EXIT_CODES["checkpoint"]
+    assert main(["train-dit", "--vae", state, "--out-dir", str(tmp_path / "d")]) == EXIT_CODES["checkpoint"]
+    assert main(["train-vae", "--init", state, "--out-dir", str(tmp_path / "v")]) == EXIT_CODES["checkpoint"]
+    assert "needs a vae or dit checkpoint" in capsys.readouterr().err
+    rc = main(["train-dit", "--vae", vae, "--init", vae, "--out-dir", str(tmp_path / "d")])
+    assert rc == EXIT_CODES["checkpoint"]
     assert not (tmp_path / "d").exists() and not (tmp_path / "v").exists()
     assert not list(tmp_path.glob("o*"))
 
@@ -118,3 +121,54 @@ def test_nan_loss_exits_4(env, tmp_path):
     rc = main(["train-vae", "--dataset", "mp20", "--out-dir", str(tmp_path / "run"), "--settings", str(bad),
                "--max-steps", "3", "--quiet"])
     assert rc == EXIT_CODES["nan_loss"]
+
+
+def test_decoder_fine_tune_from_a_dit_checkpoint(trained, tmp_path):
+    """`train-vae --init DIT` starts from the embedded VAE; --settings on top of its config (latent noise,
+    a frozen encoder) are kept, the encoder's weights do not move and the decoder's do."""
+    from adit_torch.checkpoint import load_vae, read_metadata
+
+    dit = trained / "dit" / "dit.safetensors"
+    settings = tmp_path / "ft.json"
+    settings.write_text(json.dumps({"vae": {"latent_noise": 0.3, "freeze_encoder": True},
+                                    "train": {"batch_size": 8, "val_every": 0, "val_size": 0, "val_samples": 0,
+                                              "lr_schedule": "cosine"}}))
+    out = tmp_path / "ft"
+    assert main(["train-vae", "--init", str(dit), "--dataset", "joint", "--settings", str(settings),
+                 "--out-dir", str(out), "--max-steps", "3", "--quiet"]) == 0
+    cfg = read_metadata(out / "vae.safetensors")["config"]
+    assert cfg["vae"]["latent_noise"] == 0.3 and cfg["vae"]["freeze_encoder"] is True
+    assert cfg["vae"]["d_model"] == 32 and cfg["train"]["lr_schedule"] == "cosine"
+    before, _ = load_vae(dit)
+    after, _ = load_vae(out / "vae.safetensors")
+    encoder = {id(p) for p in before.encoder_parameters()}
+    names = [n for n, p in before.named_parameters() if id(p) in encoder]
+    old, new = before.state_dict(), after.state_dict()
+    assert names and all(old[n].equal(new[n]) for n in names)
+    assert any(not old[n].equal(new[n]) for n in old if n not in names)
+
+
+def test_init_with_another_architecture_is_refused(trained, tmp_path, capsys):
+    settings = tmp_path / "wide.json"
+    settings.write_text(json.dumps({"vae": {"d_model": 64}}))
+    assert main(["train-vae", "--init", str(trained / "vae" / "vae.safetensors"), "--settings", str(settings),
+                 "--out-dir", str(tmp_path / "v"), "--max-steps", "1", "--quiet"]) == EXIT_CODES["checkpoint"]
+    assert "d_model: 32 vs 64" in capsys.readouterr().err
+
+
+def test_dit_continues_on_the_vae_of_a_dit_checkpoint(trained, env, tmp_path):
+    """`train-dit --vae DIT --init DIT` continues a model's DiT on its own VAE's latents (the VAE is
+    embedded unchanged; the latent normalisation is recomputed from the same encoder, so it is equal)."""
+    from adit_torch.checkpoint import load_tensors
+
+    _, settings = env
+    dit = trained / "dit" / "dit.safetensors"
+    out = tmp_path / "more"
+    assert main(["train-dit", "--vae", str(dit), "--init", str(dit), "--dataset", "joint", "--settings",
+                 str(settings), "--out-dir", str(out), "--max-steps", "2", "--lr-schedule", "cosine", "--quiet"]) == 0
+    old_meta, old = load_tensors(dit)
+    new_meta, new = load_tensors(out / "dit.safetensors")
+    assert all(old[k].equal(new[k]) for k in old if k.startswith("vae."))
+    assert any(not old[k].equal(new[k]) for k in old if not k.startswith("vae."))
+    assert new_meta["data"]["latent_mean"] == old_meta["data"]["latent_mean"]
+    assert new_meta["data"]["vae_data"] == old_meta["data"]["vae_data"]

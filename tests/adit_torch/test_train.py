@@ -129,3 +129,33 @@ def test_a_stop_decided_on_one_process_is_taken_by_all(tmp_path):
     mp.spawn(_any_rank_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         assert json.loads((tmp_path / f"any{rank}.json").read_text()) == [True, False]
+
+
+def test_learning_rate_schedules():
+    from adit_torch.train import lr_at
+
+    const = _cfg(lr=1e-3, warmup_steps=10, max_steps=110)
+    assert lr_at(const, 0) == pytest.approx(1e-4) and lr_at(const, 9) == pytest.approx(1e-3)
+    assert lr_at(const, 100) == pytest.approx(1e-3)
+    cos = _cfg(lr=1e-3, warmup_steps=10, max_steps=110, lr_schedule="cosine", min_lr_ratio=0.1)
+    values = [lr_at(cos, s) for s in range(10, 111)]
+    assert values[0] == pytest.approx(1e-3) and values[-1] == pytest.approx(1e-4)
+    assert lr_at(cos, 60) == pytest.approx(0.55e-3)  # half-way: the mean of the two ends
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    with pytest.raises(Exception, match="lr_schedule"):
+        from adit_torch.config import from_dict
+
+        from_dict(TrainConfig, {"lr_schedule": "linear"})
+
+
+def test_frozen_encoder_is_not_optimised(tmp_path):
+    """With ``freeze_encoder`` AdamW holds state for the decoder's parameters only."""
+    cfg = VAEConfig(d_model=32, num_layers=1, num_heads=4, freeze_encoder=True, latent_noise=0.2)
+    train_vae(_cfg(max_steps=3), cfg, "XS", tmp_path, data=_data(), progress=False)
+    state = load_file(tmp_path / "state.safetensors")
+    slots = {k.split(".")[1] for k in state if k.startswith("optim.")}
+    vae = VAE(cfg)
+    encoder = {id(p) for p in vae.encoder_parameters()}
+    num_decoder = sum(1 for p in vae.parameters() if id(p) not in encoder)
+    assert 0 < num_decoder < len(list(vae.parameters()))
+    assert len(slots) == num_decoder

@@ -118,3 +118,18 @@ def test_read_out_flags_failed_decodes_without_repair():
     np.testing.assert_allclose(good.lengths, [3.0, 3.0, 3.0], rtol=1e-5)
     np.testing.assert_allclose(good.frac_coords, [[0.1, 0.2, 0.3], [0.6, 0.5, 0.25]], atol=1e-6)
     assert "non-positive" in bad.info["decode_failed"] and bad.info["decoded_lengths"].split()[1].startswith("-3")
+
+
+def test_latent_noise_is_zero_on_padding_and_scales_with_the_latent_spread():
+    from adit_torch.vae import latent_noise
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(64, 12, 3, generator=g) * torch.tensor([1.0, 5.0, 0.1])
+    mask = torch.ones(64, 12, dtype=torch.bool)
+    mask[:, 9:] = False
+    noise = latent_noise(mean, mask, 0.5, g)
+    assert noise.shape == mean.shape and noise[~mask].abs().max() == 0
+    spread = noise[mask].std(0) / mean[mask].std(0)
+    # s ~ U(0, 0.5) per system: the noise std is sqrt(E[s^2]) = 0.5 / sqrt(3) = 0.29 of each dimension's spread
+    assert torch.allclose(spread, torch.full((3,), 0.5 / 3 ** 0.5), rtol=0.15)
+    assert latent_noise(mean, mask, 0.0, g).abs().max() == 0
