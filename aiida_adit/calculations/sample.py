@@ -111,6 +111,22 @@ class AditSampleCalculation(AditCalculation):
         )
         spec.input("seed", valid_type=orm.Int, default=lambda: orm.Int(0), validator=validate_seed, help="Random seed.")
         spec.input("device", valid_type=orm.Str, required=False, validator=validate_device, help="`cpu` or `cuda`.")
+        spec.input(
+            "batch_size",
+            valid_type=orm.Int,
+            required=False,
+            validator=validate_positive,
+            help="Most systems per forward pass (`adit sample --batch-size`; default 256). The restart work chain "
+            "halves it after an out-of-memory failure (exit status 410).",
+        )
+        spec.input(
+            "num_atoms",
+            valid_type=orm.Int,
+            required=False,
+            validator=validate_positive,
+            help="Atoms per generated system (`adit sample --num-atoms`); by default every sample draws its count "
+            "from the model's training histogram.",
+        )
         spec.inputs["metadata"]["options"]["parser_name"].default = "adit.sample"
 
         spec.output_namespace(

@@ -93,8 +93,9 @@ def validate_inputs(inputs, ctx) -> str | None:
     if stage == "dit" and parent is None:
         return "`settings.stage` is `dit`: give the VAE checkpoint to train on as `parent_checkpoint`"
     if parent is not None:
-        expected = ("vae", "dit") if stage == "dit" else ("vae",)
-        return validate_checkpoint_kind(parent, expected, "parent_checkpoint")
+        # a DiT checkpoint embeds its VAE: `train-vae --init DIT` fine-tunes that VAE, `train-dit --vae DIT
+        # --init DIT` continues the DiT on the same latents
+        return validate_checkpoint_kind(parent, ("vae", "dit"), "parent_checkpoint")
     return None
 
 

@@ -42,7 +42,7 @@ class AditSampleWorkChain(ReturnLinksInBulk, BaseRestartWorkChain):
         )
         spec.expose_outputs(AditSampleCalculation)
         spec.exit_code(
-            402, "ERROR_UNRECOVERABLE", message="The sampling run failed unrecoverably with exit status {status}."
+            300, "ERROR_UNRECOVERABLE", message="The sampling run failed unrecoverably with exit status {status}."
         )
 
     def setup(self):

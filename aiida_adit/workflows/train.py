@@ -65,10 +65,10 @@ class AditTrainWorkChain(BaseRestartWorkChain):
         )
         spec.expose_outputs(AditTrainCalculation)
         spec.exit_code(
-            401, "ERROR_BATCH_TOO_SMALL", message="Out of memory even with the smallest batch size ({batch_size})."
+            410, "ERROR_BATCH_TOO_SMALL", message="Out of memory even with the smallest batch size ({batch_size})."
         )
         spec.exit_code(
-            402, "ERROR_UNRECOVERABLE", message="The training run failed unrecoverably with exit status {status}."
+            300, "ERROR_UNRECOVERABLE", message="The training run failed unrecoverably with exit status {status}."
         )
 
     def setup(self):

@@ -70,6 +70,26 @@ def test_train_dit_copies_the_vae_and_resumes_a_folder(adit_code, generate_calc_
     assert "ADIT_MP20_DIR" in calc_info.prepend_text
 
 
+@pytest.mark.parametrize("stage", ["vae", "dit"])
+def test_train_from_a_dit_parent_initialises_from_it(adit_code, generate_calc_job, make_checkpoint, stage):
+    """A DiT parent (a pretrained model) fine-tunes its embedded VAE, or continues its DiT on that VAE's
+    latents; the command lines are the ones `tests/adit_torch/test_cli_model.py` runs for real."""
+    dit = _ckpt(make_checkpoint, "dit")
+    inputs = {
+        "code": adit_code("adit.train"),
+        "settings": orm.Dict({"stage": stage, "dataset": "mp20"}),
+        "parent_checkpoint": dit,
+        "metadata": {"options": OPTIONS},
+    }
+    _, calc_info = generate_calc_job("adit.train", inputs)
+    cmdline = calc_info.codes_info[0].cmdline_params
+    assert cmdline[0] == f"train-{stage}"
+    assert cmdline[cmdline.index("--init") + 1] == "parent.safetensors"
+    assert ("--vae" in cmdline) is (stage == "dit")
+    if stage == "dit":
+        assert cmdline[cmdline.index("--vae") + 1] == "parent.safetensors"
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -126,6 +146,9 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
     ]
     assert calc_info.local_copy_list == [(dit.uuid, dit.filename, "model.safetensors")]
     assert calc_info.retrieve_temporary_list == ["samples.extxyz"]
+    # the batch size (which the restart work chain halves after 410) and the atom count are inputs too
+    _, calc_info = generate_calc_job("adit.sample", {**inputs, "batch_size": orm.Int(32), "num_atoms": orm.Int(9)})
+    assert calc_info.codes_info[0].cmdline_params[-4:] == ["--batch-size", "32", "--num-atoms", "9"]
 
 
 @pytest.mark.parametrize(
@@ -135,6 +158,8 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
         ("kind", lambda: orm.Str("polymer"), "expected one of crystal, molecule"),
         ("steps", lambda: orm.Int(0), "positive number of integration steps"),
         ("cfg_scale", lambda: orm.Float(float("nan")), "finite number"),
+        ("batch_size", lambda: orm.Int(0), "`batch_size` is 0; expected a positive integer"),
+        ("num_atoms", lambda: orm.Int(-1), "`num_atoms` is -1; expected a positive integer"),
         ("checkpoint", None, "is of kind `vae`, expected `dit`"),
     ],
 )

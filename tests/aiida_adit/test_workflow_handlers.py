@@ -124,3 +124,24 @@ def test_sample_out_of_memory_halves_the_batch(
     node = _failed(generate_calc_job_node("adit.sample", {"num_samples": orm.Int(1000)}), 410, aiida_localhost)
     assert _inspect(process, node).status == 0
     assert process.ctx.inputs.batch_size.value == 128
+    # the resubmission's inputs are valid inputs of the CalcJob (until 0.2 `batch_size` was no port of it)
+    from aiida.plugins import CalculationFactory
+
+    inputs = {k: v for k, v in process.ctx.inputs.items() if k != "metadata"}
+    assert CalculationFactory("adit.sample").spec().inputs.validate(inputs) is None
+
+
+@pytest.mark.parametrize("group", ["aiida.calculations", "aiida.workflows"])
+def test_no_process_defines_an_exit_status_twice(group):
+    """One status, one meaning: a plugin's exit code must not reuse a status of its parent class
+    (``BaseRestartWorkChain`` holds 301, 302, 401 and 402; ``CalcJob`` 100-160)."""
+    from importlib.metadata import entry_points
+
+    classes = [ep.load() for ep in entry_points(group=group) if ep.name.startswith("adit.")]
+    assert len(classes) >= 4
+    for cls in classes:
+        labels: dict[int, list[str]] = {}
+        for label, code in cls.spec().exit_codes.items():
+            labels.setdefault(code.status, []).append(label)
+        twice = {status: names for status, names in labels.items() if len(names) > 1}
+        assert not twice, f"{cls.__name__} defines exit statuses twice: {twice}"
