@@ -92,6 +92,30 @@ def _val_subset(val, size: int) -> list:
     return out
 
 
+def write_run_config(out_dir: Path, payload: dict[str, Any], resume_changes: dict | None = None) -> None:
+    """Write ``run_config.json`` (the run's configs), keeping its ``resumes`` history.
+
+    ``resume_changes`` (None for a fresh run) appends ``{"at_step", "time", "changes"}`` to the
+    history: the step the resume starts from (from ``state.safetensors``) and what it changed.
+    """
+    import datetime
+    import json
+
+    from adit_torch.checkpoint import read_metadata
+    from adit_torch.train import STATE_FILE
+
+    path = Path(out_dir) / "run_config.json"
+    history = []
+    if resume_changes is not None:
+        if path.exists():
+            history = json.loads(path.read_text()).get("resumes", [])
+        state = Path(out_dir) / STATE_FILE
+        step = read_metadata(state)["counters"]["step"] if state.exists() else 0
+        history.append({"at_step": step, "time": datetime.datetime.now(datetime.UTC).isoformat(
+            timespec="seconds"), "changes": resume_changes})
+    write_json(path, {**payload, **({"resumes": history} if history else {})})
+
+
 # ------------------------------------------------------------------------ VAE
 def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: int = 128,
                            rmsd_threshold: float = 0.5) -> dict[str, float]:
@@ -141,13 +165,15 @@ def vae_loss_fn(augment: bool):
 
 
 def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, resume: bool = False,
-              init: str | None = None, data=None, val=None, progress: bool = True) -> dict[str, Any]:
+              init: str | None = None, data=None, val=None, progress: bool = True,
+              resume_changes: dict | None = None) -> dict[str, Any]:
     """Train a VAE; writes ``vae.safetensors``, ``state.safetensors``, ``log.csv``, ``metrics.json``, ``curves.png``.
 
     ``data`` / ``val`` default to the configured dataset's train / val splits.
     ``init`` starts from the weights of an existing VAE checkpoint, or of the VAE embedded in a DiT
     checkpoint (fine-tuning: the architecture must match, loss and training settings may differ).
-    ``vae_cfg.freeze_encoder`` trains the decoder only.
+    ``vae_cfg.freeze_encoder`` trains the decoder only. ``resume_changes`` (``{setting: {"from", "to"}}``)
+    are the settings a ``resume`` changed; they are recorded in ``run_config.json`` (``resumes``).
     """
     out_dir = Path(out_dir)
     data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
@@ -174,7 +200,7 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
 
     validate = (lambda m: reconstruction_metrics(m, val_systems, train_cfg.device)) if val_systems else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "run_config.json", {"kind": "vae", "size": size, **config})
+    write_run_config(out_dir, {"kind": "vae", "size": size, **config}, resume_changes if resume else None)
     return fit(vae, vae_loss_fn(train_cfg.augment), data, collate, train_cfg, out_dir, save_model, validate,
                resume=resume, model_file="vae.safetensors", progress=progress)
 
@@ -207,11 +233,13 @@ def cached_latents(vae: VAE, data, out_dir: Path, vae_path, device="cpu", progre
 
 
 def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, vae_path, size: str, out_dir,
-              resume: bool = False, init: str | None = None, data=None, progress: bool = True) -> dict[str, Any]:
+              resume: bool = False, init: str | None = None, data=None, progress: bool = True,
+              resume_changes: dict | None = None) -> dict[str, Any]:
     """Train a DiT on cached latents of the frozen VAE at ``vae_path``; writes ``dit.safetensors`` and the rest.
 
     ``vae_path`` is a ``vae`` checkpoint or a ``dit`` checkpoint (its embedded VAE: a pretrained
     model's VAE, so that ``init`` can continue that model's DiT on the same latents).
+    ``resume_changes`` as in :func:`train_vae`.
 
     The DiT checkpoint embeds the VAE (``vae.`` prefix), the latent normalisation
     and the atom-count histograms, so it samples on its own.
@@ -259,6 +287,7 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
                                          progress=False)
                 out.update({f"{kind}_{k}": v for k, v in quick_validity(systems, kind).items()})
             return out
-    write_json(out_dir / "run_config.json", {"kind": "dit", "size": size, "vae_path": str(vae_path), **config})
+    write_run_config(out_dir, {"kind": "dit", "size": size, "vae_path": str(vae_path), **config},
+                     resume_changes if resume else None)
     return fit(dit, dit_loss_fn(flow_cfg, dit_cfg.cond_drop_prob), train_set, collate_latents, train_cfg, out_dir,
                save_model, validate, resume=resume, model_file="dit.safetensors", progress=progress)

@@ -215,10 +215,14 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
     trainable = [p for p in model.parameters() if p.requires_grad]  # frozen parts (e.g. a VAE's encoder) stay out
     opt = torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
-    counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0}
+    counters = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed_s": 0.0, "batch_size": cfg.batch_size}
     state_path = out_dir / STATE_FILE
     if resume and state_path.exists():
         counters = load_state(state_path, model, ema, opt, generator)
+        old_batch = int(counters.get("batch_size", cfg.batch_size))
+        if old_batch != cfg.batch_size:  # a resume with another batch size: continue at the same point of the epoch
+            counters["batch_in_epoch"] = counters["batch_in_epoch"] * old_batch // cfg.batch_size
+    counters["batch_size"] = cfg.batch_size
     objective: nn.Module = Objective(model, loss_fn)
     if world > 1:
         objective = nn.parallel.DistributedDataParallel(

@@ -91,24 +91,53 @@ def _train_cfg(args, settings: dict) -> TrainConfig:
     return train_config(args.size, **values)
 
 
+#: Training settings a ``--resume`` may change (flags or the ``train`` section of ``--settings``); every
+#: change is recorded in ``run_config.json`` (``resumes``). The restart work chain lowers ``lr`` after a
+#: NaN loss and halves ``batch_size`` after running out of memory; the rest is bookkeeping.
+RESUME_CHANGEABLE = ("max_steps", "max_minutes", "device", "num_workers", "lr", "batch_size", "log_every",
+                     "val_every", "ckpt_every", "val_size", "val_samples")
+
+
+def _resume_config(args, kind: str, run_cfg: Path) -> dict:
+    """The stored configs of a run with this call's allowed changes applied (and recorded)."""
+    stored = json.loads(run_cfg.read_text())
+    if stored.get("kind") != kind:
+        raise ConfigError(f"--resume: {args.out_dir} holds a {stored.get('kind')} run, not a {kind} run")
+    settings = load_settings(args.settings) if args.settings else {}
+    asked = dict(settings.get("train", {}))
+    asked.update({field: getattr(args, flag) for flag, field in _FLAGS.items()
+                  if getattr(args, flag, None) is not None})
+    train = dict(stored["train"])
+    changes = {}
+    for key, value in asked.items():
+        if json.dumps(value) == json.dumps(train.get(key)):
+            continue
+        if key not in RESUME_CHANGEABLE:
+            raise ConfigError(f"--resume: {key} cannot change when resuming {args.out_dir} (stored "
+                              f"{train.get(key)!r}, asked {value!r}); a resume may change only "
+                              f"{', '.join(RESUME_CHANGEABLE)}")
+        changes[key] = {"from": train.get(key), "to": value}
+        train[key] = value
+    for section in ("vae", "dit", "flow"):
+        for key, value in settings.get(section, {}).items():
+            if json.dumps(value) != json.dumps(stored.get(section, {}).get(key)):
+                raise ConfigError(f"--resume: {section}.{key} cannot change when resuming {args.out_dir} (stored "
+                                  f"{stored.get(section, {}).get(key)!r}, asked {value!r})")
+    out = {"size": stored["size"], "train": from_dict(TrainConfig, train, where=f"{run_cfg} [train]")}
+    if kind == "vae":
+        out["vae"] = from_dict(VAEConfig, stored["vae"], where=f"{run_cfg} [vae]")
+    else:
+        out["dit"] = from_dict(DiTConfig, stored["dit"], where=f"{run_cfg} [dit]")
+        out["flow"] = from_dict(FlowConfig, stored["flow"], where=f"{run_cfg} [flow]")
+    out["resume_changes"] = changes
+    return out
+
+
 def _resolve(args, kind: str) -> dict:
     """Configs for a new run or the stored ones for ``--resume``; raises before any work starts."""
     run_cfg = args.out_dir / "run_config.json"
     if args.resume and run_cfg.exists():
-        stored = json.loads(run_cfg.read_text())
-        if stored.get("kind") != kind:
-            raise ConfigError(f"--resume: {args.out_dir} holds a {stored.get('kind')} run, not a {kind} run")
-        train = {k: v for k, v in stored["train"].items()}
-        for flag in ("max_steps", "max_minutes", "device", "num_workers"):
-            if getattr(args, flag, None) is not None:
-                train[flag] = getattr(args, flag)
-        out = {"size": stored["size"], "train": from_dict(TrainConfig, train, where=f"{run_cfg} [train]")}
-        if kind == "vae":
-            out["vae"] = from_dict(VAEConfig, stored["vae"], where=f"{run_cfg} [vae]")
-        else:
-            out["dit"] = from_dict(DiTConfig, stored["dit"], where=f"{run_cfg} [dit]")
-            out["flow"] = from_dict(FlowConfig, stored["flow"], where=f"{run_cfg} [flow]")
-        return out
+        return _resume_config(args, kind, run_cfg)
     settings = load_settings(args.settings) if args.settings else {}
     out = {"size": args.size, "train": _train_cfg(args, settings)}
     if kind == "vae":
@@ -128,6 +157,11 @@ def _resolve(args, kind: str) -> dict:
     return out
 
 
+def _report_changes(cfg: dict) -> None:
+    for key, change in cfg.get("resume_changes", {}).items():
+        print(f"resume: {key} {change['from']!r} -> {change['to']!r} (recorded in run_config.json)")
+
+
 def _run(fn, out_dir: Path):
     from adit_torch.train import NonFiniteLoss
 
@@ -145,8 +179,10 @@ def run_train_vae(args) -> int:
     from adit_torch.recipes import train_vae
 
     cfg = _resolve(args, "vae")
+    _report_changes(cfg)
     return _run(lambda: train_vae(cfg["train"], cfg["vae"], cfg["size"], args.out_dir, resume=args.resume,
-                                  init=args.init, progress=not args.quiet), args.out_dir)
+                                  init=args.init, progress=not args.quiet,
+                                  resume_changes=cfg.get("resume_changes", {})), args.out_dir)
 
 
 def run_train_dit(args) -> int:
@@ -158,5 +194,7 @@ def run_train_dit(args) -> int:
         raise CheckpointError(f"--vae {args.vae} is a {meta['kind']} checkpoint, but train-dit needs a vae "
                               "checkpoint (or a dit checkpoint, whose embedded VAE is used)")
     cfg = _resolve(args, "dit")
+    _report_changes(cfg)
     return _run(lambda: train_dit(cfg["train"], cfg["dit"], cfg["flow"], args.vae, cfg["size"], args.out_dir,
-                                  resume=args.resume, init=args.init, progress=not args.quiet), args.out_dir)
+                                  resume=args.resume, init=args.init, progress=not args.quiet,
+                                  resume_changes=cfg.get("resume_changes", {})), args.out_dir)

@@ -172,3 +172,31 @@ def test_dit_continues_on_the_vae_of_a_dit_checkpoint(trained, env, tmp_path):
     assert any(not old[k].equal(new[k]) for k in old if not k.startswith("vae."))
     assert new_meta["data"]["latent_mean"] == old_meta["data"]["latent_mean"]
     assert new_meta["data"]["vae_data"] == old_meta["data"]["vae_data"]
+
+
+def test_nan_loss_then_resume_with_a_lower_learning_rate(env, tmp_path, capsys):
+    """The restart work chain's NaN recovery for real: an absurd learning rate stops the run with exit
+    status 4; `--resume --lr` continues from the last good state with the lower rate, which is used and
+    recorded, and the run finishes. A resume may not change the data or the model."""
+    from adit_torch.checkpoint import read_metadata
+
+    _, settings = env
+    out = tmp_path / "nan"
+    base = ["train-vae", "--dataset", "joint", "--out-dir", str(out), "--max-steps", "12", "--ckpt-every", "1",
+            "--quiet"]
+    assert main([*base, "--settings", str(settings), "--lr", "1e9"]) == EXIT_CODES["nan_loss"]
+    assert "non-finite loss" in capsys.readouterr().err
+    good = read_metadata(out / "state.safetensors")["counters"]["step"] if (out / "state.safetensors").exists() else 0
+    assert good < 12
+    assert main([*base, "--resume", "--crystal-repeat", "3"]) == EXIT_CODES["bad_input"]
+    assert "crystal_repeat cannot change" in capsys.readouterr().err
+    assert main([*base, "--resume", "--lr", "1e-3", "--batch-size", "4"]) == 0
+    assert "lr 1000000000.0 -> 0.001" in capsys.readouterr().out
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["train"]["lr"] == 1e-3 and cfg["train"]["batch_size"] == 4
+    assert cfg["resumes"] == [{"at_step": good, "time": cfg["resumes"][0]["time"],
+                               "changes": {"lr": {"from": 1e9, "to": 1e-3}, "batch_size": {"from": 8, "to": 4}}}]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["step"] == 12
+    rows = [r for r in (out / "log.csv").read_text().splitlines()[1:] if r]
+    assert rows and all("nan" not in r.lower() for r in rows[-2:])
