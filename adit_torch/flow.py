@@ -6,8 +6,11 @@ network predicts the clean sample ``x1``; the x1 error is divided by
 error weighted by ``1 / (1 - min(t, t_clip))^2``: the velocity error
 ``(x1_hat - x1) / (1 - t)`` up to the clip, as in the reference's
 ``ldm_module.criterion``. Self-conditioning feeds the network its own detached estimate of ``x1``
-half of the time. Sampling integrates the ODE with Euler steps; the velocity
-implied by a clean prediction is ``(x1_hat - x_t) / (1 - t)``.
+half of the time. Sampling integrates the ODE ``dx/dt = (x1_hat - x_t) / (1 - t)``
+(the velocity implied by a clean prediction) on a time grid (:func:`time_grid`:
+uniform, denser near ``t = 1``, or the reference's) with a chosen solver
+(:data:`SOLVERS`: Euler, Heun, midpoint); :func:`solve` counts the network
+evaluations (NFE) it spends.
 
 The network is any callable ``net(x_t, t, self_cond) -> x1_hat`` with
 ``x_t (B, N, D)``, ``t (B,)``, ``self_cond (B, N, D) | None``; conditions and
@@ -22,6 +25,12 @@ import torch
 
 from adit_torch.config import FlowConfig
 from adit_torch.errors import ConfigError
+
+#: ODE solvers of :func:`solve`: network evaluations per step (the last Heun step, which ends at
+#: ``t = 1`` where the velocity is undefined, is an Euler step: one evaluation).
+SOLVERS = {"euler": 1, "heun": 2, "midpoint": 2}
+#: Time grids of :func:`time_grid`.
+TIME_GRIDS = ("uniform", "power", "reference")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -66,10 +75,9 @@ def flow_matching_loss(net: Denoiser, x1: torch.Tensor, mask: torch.Tensor, cfg:
     return (weight * err).mean()
 
 
-@torch.no_grad()
 def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, generator: torch.Generator | None = None,
                  self_condition: bool = True, dtype=torch.float32, x0: torch.Tensor | None = None) -> torch.Tensor:
-    """Integrate the flow from noise to data with ``steps`` Euler steps.
+    """Integrate the flow from noise to data with ``steps`` Euler steps on the uniform grid.
 
     Args:
         net: the denoiser ``(x_t, t, self_cond) -> x1_hat``.
@@ -82,20 +90,120 @@ def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, genera
             are zeroed.
 
     Returns:
-        ``(B, N, D)`` samples at ``t = 1`` (the last clean prediction).
+        ``(B, N, D)`` samples at ``t = 1`` (the last clean prediction). :func:`solve` is the general
+        form (solvers, grids, NFE).
     """
     bsz, n = mask.shape
-    m = mask.unsqueeze(-1).to(dtype)
     if x0 is None:
-        x = masked_noise((bsz, n, dim), mask, generator, dtype)
+        x0 = masked_noise((bsz, n, dim), mask, generator, dtype)
     elif x0.shape != (bsz, n, dim):
         raise ConfigError(f"euler_sample: x0 has shape {tuple(x0.shape)}, expected {(bsz, n, dim)}")
-    else:
-        x = x0.to(dtype) * m
-    x1_hat = None
-    for i in range(steps):
-        t = torch.full((bsz,), i / steps, device=mask.device, dtype=dtype)
-        x1_hat = net(x, t, x1_hat if self_condition else None).to(dtype) * m
-        velocity = (x1_hat - x) / (1.0 - i / steps)
-        x = x + velocity / steps
-    return x * m
+    return solve(net, x0.to(dtype), mask, time_grid(steps), "euler", self_condition)[0]
+
+
+def nfe_of(grid: list[float], solver: str = "euler", final_clean: bool = False) -> int:
+    """Network evaluations :func:`solve` spends on ``grid`` with ``solver`` (per sample, per guidance half)."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    steps = len(grid) - 1
+    nfe = SOLVERS[solver] * steps
+    if solver == "heun" and grid[-1] >= 1.0:
+        nfe -= 1
+    return nfe + int(final_clean)
+
+
+def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> list[float]:
+    """Times ``t_0 < ... < t_K = 1`` of an integration from noise (0) to data (1).
+
+    Args:
+        steps: number of solver steps K.
+        kind: ``uniform`` (``i / K``); ``power`` (``1 - (1 - i / K) ** power``, steps shrinking
+            towards ``t = 1`` where bond lengths are set); ``reference`` (``linspace(0.01, 1, K)`` as
+            the reference implementation: K - 1 steps from 0.01, then one last evaluation at 1 whose
+            clean prediction is the sample).
+        power: exponent of the ``power`` grid (> 1 is denser near 1).
+    """
+    if steps <= 0:
+        raise ConfigError(f"steps must be positive, got {steps}")
+    if kind == "uniform":
+        return [i / steps for i in range(steps + 1)]
+    if kind == "power":
+        if not power > 0:
+            raise ConfigError(f"the power time grid needs a positive exponent, got {power}")
+        return [1.0 - (1.0 - i / steps) ** power for i in range(steps + 1)]
+    if kind == "reference":
+        if steps < 2:
+            raise ConfigError("the reference time grid needs at least 2 steps")
+        return [0.01 + (1.0 - 0.01) * i / (steps - 1) for i in range(steps)]
+    raise ConfigError(f"unknown time grid {kind!r}; choose one of {', '.join(TIME_GRIDS)}")
+
+
+def evaluation_times(grid: list[float], solver: str = "euler", final_clean: bool = False) -> list[float]:
+    """Every time at which :func:`solve` calls the network on ``grid`` (for caches keyed by time)."""
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    out = []
+    for t0, t1 in zip(grid[:-1], grid[1:]):
+        out.append(t0)
+        if solver == "heun" and t1 < 1.0:
+            out.append(t1)
+        elif solver == "midpoint":
+            out.append(0.5 * (t0 + t1))
+    if final_clean:
+        out.append(grid[-1])
+    return sorted(set(out))
+
+
+@torch.no_grad()
+def solve(net: Denoiser, x0: torch.Tensor, mask: torch.Tensor, grid: list[float], solver: str = "euler",
+          self_condition: bool = True, final_clean: bool = False) -> tuple[torch.Tensor, int]:
+    """Integrate ``dx/dt = (x1_hat(x, t) - x) / (1 - t)`` from ``x0`` at ``grid[0]`` to ``grid[-1]``.
+
+    Args:
+        net: the denoiser ``(x_t, t (B,), self_cond) -> x1_hat``.
+        x0: ``(B, N, D)`` initial state (noise at ``grid[0]``); padded tokens are zeroed.
+        mask: ``(B, N)`` bool.
+        grid: increasing times (:func:`time_grid`); a step that ends at ``t = 1`` lands on the
+            clean prediction.
+        solver: ``euler``, ``heun`` (trapezoidal predictor-corrector, 2nd order) or ``midpoint``
+            (2nd order).
+        self_condition: feed the latest ``x1_hat`` back as self-conditioning.
+        final_clean: after the last step, evaluate once more at ``grid[-1]`` and return that clean
+            prediction (the reference's ending when its grid stops at 1 after Euler steps).
+
+    Returns:
+        ``(x, nfe)``: the sample ``(B, N, D)`` and the number of network evaluations spent.
+    """
+    if solver not in SOLVERS:
+        raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    m = mask.unsqueeze(-1).to(x0.dtype)
+    bsz = x0.shape[0]
+    x = x0 * m
+    state = {"sc": None, "nfe": 0}
+
+    def clean(x_t, t):
+        tt = torch.full((bsz,), t, device=x_t.device, dtype=x_t.dtype)
+        out = net(x_t, tt, state["sc"] if self_condition else None).to(x_t.dtype) * m
+        state["sc"] = out
+        state["nfe"] += 1
+        return out
+
+    def velocity(x_t, t):
+        return (clean(x_t, t) - x_t) / (1.0 - t)
+
+    for t0, t1 in zip(grid[:-1], grid[1:]):
+        dt = t1 - t0
+        if solver == "midpoint":
+            x_mid = x + 0.5 * dt * velocity(x, t0)
+            x = x + dt * velocity(x_mid, t0 + 0.5 * dt)
+        else:
+            v0 = velocity(x, t0)
+            pred = x + dt * v0
+            if solver == "heun" and t1 < 1.0:
+                x = x + 0.5 * dt * (v0 + velocity(pred, t1))
+            else:
+                x = pred
+        x = x * m
+    if final_clean:
+        x = clean(x, grid[-1])
+    return x * m, state["nfe"]

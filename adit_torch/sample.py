@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, Condition, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.flow import euler_sample
+from adit_torch.flow import evaluation_times, nfe_of, solve, time_grid
 from adit_torch.system import AtomicSystem
 
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
@@ -93,7 +93,8 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
 @torch.no_grad()
 def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
-                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True):
+                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
+                   solver: str = "euler", grid: str = "uniform"):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`. Yields ``(idx, z, mask, periodic, dataset)`` per group:
@@ -129,7 +130,9 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     offsets = np.concatenate([[0], np.cumsum(counts)])
     noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
     slot_s = FORWARD_TOKEN_S * (1 if scale == 1.0 else 2)
-    times = [i / steps for i in range(steps)]
+    ts = time_grid(steps, grid)
+    final_clean = grid == "reference"
+    times = evaluation_times(ts, solver, final_clean)
     groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
     for idx in tqdm(groups, desc=f"sampling {kind}s", disable=not progress, unit="batch"):
         bsz, n = len(idx), int(counts[idx].max())
@@ -139,7 +142,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
             x0[row, :counts[j]] = noise[offsets[j]:offsets[j + 1]]
         cond = Condition(periodic=torch.full((bsz,), label, dtype=torch.long, device=device))
         net = GuidedDenoiser(dit, mask, cond, scale, times)
-        z = euler_sample(net, mask, dim, steps, generator, dit.cfg.self_condition, x0=x0)
+        z, _ = solve(net, x0, mask, ts, solver, dit.cfg.self_condition, final_clean)
         z = (z * std + mean) * mask.unsqueeze(-1)
         periodic = torch.full((bsz,), label == CRYSTAL, dtype=torch.bool, device=device)
         dataset = torch.full((bsz,), 0 if label == CRYSTAL else 1, dtype=torch.long, device=device)
@@ -149,23 +152,27 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
 @torch.no_grad()
 def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
-                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True) -> list[AtomicSystem]:
+                   num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
+                   solver: str = "euler", grid: str = "uniform") -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
         dit, vae: models in eval mode on ``device``.
         flow_cfg: step count and guidance defaults.
         stats: the checkpoint's ``data`` header (atom-count histograms, latent normalisation).
-        steps: Euler steps (default ``flow_cfg.steps``).
+        steps: solver steps (default ``flow_cfg.steps``).
         cfg_scale: guidance scale (default ``flow_cfg.cfg_scale``; 1 = no guidance).
         seed: seed of the sampling generator.
         batch_size: most systems per forward pass (batches are padded to their largest system when
             that is cheaper than another forward, see :func:`padded_groups`).
         num_atoms: one count for all samples, a list of counts, or None (histogram).
+        solver: ODE solver (:data:`adit_torch.flow.SOLVERS`: euler, heun, midpoint).
+        grid: time grid (:data:`adit_torch.flow.TIME_GRIDS`: uniform, power, reference).
     """
     out: list[AtomicSystem | None] = [None] * num_samples
     for idx, z, mask, periodic, dataset in sample_latents(dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale,
-                                                           seed, batch_size, num_atoms, device, progress):
+                                                           seed, batch_size, num_atoms, device, progress,
+                                                           solver, grid):
         for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
             s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
             out[j] = s
@@ -198,21 +205,28 @@ def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
 
 def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = None, cfg_scale: float | None = None,
                       seed: int = 0, batch_size: int = 256, num_atoms=None, device="cpu",
-                      progress: bool = True) -> tuple[list[AtomicSystem], dict[str, Any]]:
-    """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing)."""
+                      progress: bool = True, solver: str = "euler",
+                      grid: str = "uniform") -> tuple[list[AtomicSystem], dict[str, Any]]:
+    """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
+    and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
+    two halves of guidance)."""
     from adit_torch.checkpoint import load_dit
 
     t0 = time.time()
     dit, vae, flow_cfg, meta = load_dit(path, device)
     t_load = time.time() - t0
     systems = sample_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
-                             batch_size, num_atoms, device, progress)
+                             batch_size, num_atoms, device, progress, solver, grid)
+    n_steps = steps or flow_cfg.steps
+    scale = flow_cfg.cfg_scale if cfg_scale is None else cfg_scale
+    nfe = nfe_of(time_grid(n_steps, grid), solver, grid == "reference")
     elapsed = time.time() - t0 - t_load
     summary = {
         "num_requested": num_samples, "num_written": len(systems), "kind": kind,
         "num_failed_decodes": sum(bool(s.info.get("decode_failed")) for s in systems),
-        "settings": {"checkpoint": str(path), "steps": steps or flow_cfg.steps,
-                     "cfg_scale": flow_cfg.cfg_scale if cfg_scale is None else cfg_scale, "seed": seed,
+        "nfe": nfe, "forward_passes_per_sample": nfe * (1 if scale == 1.0 else 2),
+        "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
+                     "cfg_scale": scale, "seed": seed,
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},
         "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, len(systems))},

@@ -15,6 +15,7 @@ from pathlib import Path
 from adit_torch.checkpoint import read_metadata
 from adit_torch.cli import IncompleteOutputError
 from adit_torch.errors import CheckpointError, ConfigError
+from adit_torch.flow import SOLVERS, TIME_GRIDS
 
 
 def register(subparsers) -> None:
@@ -27,7 +28,12 @@ def register(subparsers) -> None:
                                         "the shipped joint model when --checkpoint is not given either)")
     p.add_argument("--kind", required=True, choices=("crystal", "molecule"), help="what to generate")
     p.add_argument("--num-samples", required=True, type=int, help="number of systems")
-    p.add_argument("--steps", type=int, help="Euler steps (default: the checkpoint's, 100)")
+    p.add_argument("--steps", type=int, help="solver steps (default: the checkpoint's, 100)")
+    p.add_argument("--solver", choices=tuple(SOLVERS), default="euler",
+                   help="ODE solver: euler (1 evaluation per step), heun or midpoint (2nd order, 2 per step)")
+    p.add_argument("--time-grid", choices=TIME_GRIDS, default="uniform",
+                   help="uniform; power (steps shrink towards the data end); reference (linspace(0.01, 1, steps) "
+                        "and a final clean prediction, as the reference code)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 2.0; 1 = off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same samples)")
     p.add_argument("--batch-size", type=int, default=256, help="systems per forward pass")
@@ -63,6 +69,8 @@ def _check(args) -> None:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     if args.steps is not None and args.steps <= 0:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
+    if args.time_grid == "reference" and args.steps is not None and args.steps < 2:
+        raise ConfigError(f"--time-grid reference needs --steps of at least 2, got {args.steps}")
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.num_atoms is not None and not 0 < args.num_atoms <= 1000:
@@ -89,7 +97,7 @@ def run_sample(args) -> int:
     _check(args)
     systems, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
                                          args.seed, args.batch_size, args.num_atoms, args.device,
-                                         progress=not args.quiet)
+                                         progress=not args.quiet, solver=args.solver, grid=args.time_grid)
     paths = output_paths(args.out, args.kind)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_systems(paths["extxyz"], systems)

@@ -71,6 +71,24 @@ def validate_positive(value: orm.Int, port) -> str | None:
     return None
 
 
+def validate_solver(value: orm.Str, _) -> str | None:
+    """``solver`` must be one of ``adit sample --solver``."""
+    from adit_torch.flow import SOLVERS
+
+    if value.value not in SOLVERS:
+        return f"`solver` is {value.value!r}; expected one of {', '.join(SOLVERS)}"
+    return None
+
+
+def validate_time_grid(value: orm.Str, _) -> str | None:
+    """``time_grid`` must be one of ``adit sample --time-grid``."""
+    from adit_torch.flow import TIME_GRIDS
+
+    if value.value not in TIME_GRIDS:
+        return f"`time_grid` is {value.value!r}; expected one of {', '.join(TIME_GRIDS)}"
+    return None
+
+
 def validate_device(value: orm.Str, _) -> str | None:
     """``device`` must be ``cpu`` or ``cuda``."""
     if value.value not in ("cpu", "cuda"):
@@ -100,7 +118,7 @@ class AditSampleCalculation(AditCalculation):
             valid_type=orm.Int,
             default=lambda: orm.Int(100),
             validator=validate_steps,
-            help="Euler steps of the flow ODE.",
+            help="Solver steps of the flow ODE.",
         )
         spec.input(
             "cfg_scale",
@@ -110,6 +128,21 @@ class AditSampleCalculation(AditCalculation):
             help="Classifier-free guidance scale (0 = unconditional).",
         )
         spec.input("seed", valid_type=orm.Int, default=lambda: orm.Int(0), validator=validate_seed, help="Random seed.")
+        spec.input(
+            "solver",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("euler"),
+            validator=validate_solver,
+            help="ODE solver (`adit sample --solver`): euler, heun or midpoint. The summary records the network "
+            "evaluations spent (`nfe`).",
+        )
+        spec.input(
+            "time_grid",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("uniform"),
+            validator=validate_time_grid,
+            help="Time grid (`adit sample --time-grid`): uniform, power (denser near the data) or reference.",
+        )
         spec.input("device", valid_type=orm.Str, required=False, validator=validate_device, help="`cpu` or `cuda`.")
         spec.input(
             "batch_size",
@@ -162,6 +195,10 @@ class AditSampleCalculation(AditCalculation):
             self.inputs.cfg_scale.value,
             "--seed",
             self.inputs.seed.value,
+            "--solver",
+            self.inputs.solver.value,
+            "--time-grid",
+            self.inputs.time_grid.value,
             "--out",
             OUTPUT_NAME,
         ]

@@ -1,4 +1,4 @@
-"""Generic flow matching: interpolant, loss weighting, Euler sampler, learning a 2-mode mixture."""
+"""Generic flow matching: interpolant, loss weighting, ODE solvers and time grids, learning a 2-mode mixture."""
 
 import pytest
 import torch
@@ -6,7 +6,17 @@ from torch import nn
 
 from adit_torch.config import FlowConfig
 from adit_torch.errors import ConfigError
-from adit_torch.flow import euler_sample, flow_matching_loss, interpolate, masked_noise
+from adit_torch.flow import (
+    SOLVERS,
+    euler_sample,
+    evaluation_times,
+    flow_matching_loss,
+    interpolate,
+    masked_noise,
+    nfe_of,
+    solve,
+    time_grid,
+)
 
 
 def test_interpolant_endpoints_and_mask():
@@ -93,3 +103,56 @@ def test_flow_learns_two_mode_mixture():
     assert 0.15 < float(samples[pos].std()) < 0.35  # data: 0.25
     # the untrained control: samples from noise would sit near 0
     assert float(samples.abs().mean()) > 1.5
+
+
+def gaussian_denoiser(m: float, s: float):
+    """The exact ``E[x1 | x_t]`` for data ``N(m, s^2)`` and noise ``N(0, 1)`` on the linear path."""
+    def net(x, t, sc):
+        tt = t.view(-1, 1, 1)
+        var = tt ** 2 * s ** 2 + (1 - tt) ** 2
+        return m + tt * s ** 2 * (x - tt * m) / var
+    return net
+
+
+def test_solvers_converge_to_the_exact_flow_map_at_their_order():
+    """Gaussian to Gaussian: the flow maps ``x0`` to ``m + s x0`` exactly. Second-order solvers must be
+    far closer than Euler at equal steps, and every solver must converge as steps grow."""
+    m, s = 1.5, 0.3
+    net = gaussian_denoiser(m, s)
+    x0 = torch.linspace(-3, 3, 41, dtype=torch.float64).view(1, -1, 1)
+    mask = torch.ones(1, 41, dtype=torch.bool)
+    exact = m + s * x0
+    err = {}
+    for solver in SOLVERS:
+        for steps in (5, 10, 20):
+            x, nfe = solve(net, x0, mask, time_grid(steps), solver, self_condition=False)
+            err[solver, steps] = float((x - exact).abs().max())
+            assert nfe == nfe_of(time_grid(steps), solver)
+    for solver in SOLVERS:
+        assert err[solver, 20] < err[solver, 5]
+    assert err["heun", 10] < err["euler", 10] / 3 and err["midpoint", 10] < err["euler", 10] / 3
+    # the power grid (steps shrinking towards t = 1) beats the uniform one for Euler here
+    x, _ = solve(net, x0, mask, time_grid(10, "power"), "euler", self_condition=False)
+    assert float((x - exact).abs().max()) < err["euler", 10]
+
+
+def test_time_grids_and_the_times_the_network_sees():
+    assert time_grid(4) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    power = time_grid(4, "power")
+    assert power[0] == 0.0 and power[-1] == 1.0
+    gaps = [b - a for a, b in zip(power, power[1:])]
+    assert all(a > b for a, b in zip(gaps, gaps[1:]))  # denser towards the data
+    ref = time_grid(5, "reference")
+    assert len(ref) == 5 and ref[0] == pytest.approx(0.01) and ref[-1] == pytest.approx(1.0)
+    assert evaluation_times(time_grid(2), "euler") == [0.0, 0.5]
+    assert evaluation_times(time_grid(2), "heun") == [0.0, 0.5]  # no corrector at t = 1
+    assert evaluation_times(time_grid(2), "midpoint") == [0.0, 0.25, 0.5, 0.75]
+    assert nfe_of(time_grid(10), "heun") == 19 and nfe_of(ref, "euler", final_clean=True) == 5
+    seen = []
+    solve(lambda x, t, sc: seen.append(float(t[0])) or x, torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool),
+          time_grid(3), "midpoint")
+    assert seen == pytest.approx(evaluation_times(time_grid(3), "midpoint"))
+    with pytest.raises(ConfigError, match="unknown ODE solver"):
+        nfe_of(time_grid(3), "rk45")
+    with pytest.raises(ConfigError, match="unknown time grid"):
+        time_grid(3, "cosine")
