@@ -1,0 +1,129 @@
+"""Quality against network evaluations (NFE): ODE solvers and time grids on one model, same seed.
+
+For each ``--config SOLVER:GRID:STEPS`` this samples ``--num-samples`` systems per kind from one
+model with the same seed (so the same atom counts and the same initial noise), times it, and
+scores them with the evaluator (crystals: structural, compositional (smact14), both;
+molecules: ADiT route, strict, strict and connected) plus
+uniqueness and novelty from ``adit evaluate``'s own functions (novelty against the training
+split; PoseBusters on ``--posebusters-subset`` valid molecules when asked for).
+``NFE`` is network evaluations per sample (guidance doubles the forward passes, recorded too).
+Writes ``OUT.json`` and ``OUT.png`` (validity against NFE, one line per solver and grid).
+
+    python benchmarks/sampling_nfe.py --model adit-xs-joint --num-samples 1000 \\
+        --config euler:uniform:100 --config euler:uniform:20 --config heun:uniform:10 \\
+        --out benchmarks/results/sampling_nfe --note "2-core CPU, idle, load 1.0"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from adit_torch.checkpoint import load_dit
+from adit_torch.flow import nfe_of, time_grid
+from adit_torch.pretrained import pretrained_path
+from adit_torch.sample import sample_systems
+
+CRYSTAL_KEYS = ("structural_validity", "compositional_validity", "validity", "failed_decodes", "uniqueness",
+                "novelty", "unique_and_novel_of_valid")
+MOLECULE_KEYS = ("validity_connected", "validity_strict", "validity", "uniqueness", "novelty", "atom_stability",
+                 "molecule_stability")
+
+
+def evaluate(systems, kind: str, posebusters_subset: int, seed: int) -> dict:
+    """The headline fractions of ``adit evaluate`` (novelty against the training split; PoseBusters on a
+    random subset of the valid molecules when ``posebusters_subset > 0``)."""
+    if kind == "crystal":
+        from adit_torch.evaluate.crystals import evaluate_crystals
+
+        report = evaluate_crystals(systems, with_distributions=False)
+        return {k: report[k] for k in CRYSTAL_KEYS}
+    from adit_torch.evaluate.molecules import evaluate_molecules
+
+    report = evaluate_molecules(systems, posebusters=posebusters_subset > 0,
+                                posebusters_subset=posebusters_subset or None, seed=seed)
+    out = {k: report.get(k) for k in MOLECULE_KEYS}
+    if report.get("posebusters"):
+        out["posebusters_all_pass"] = report["posebusters"].get("all_pass_rate")
+    return out
+
+
+def main() -> None:
+    """Run every ``--config`` and write the results."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="registered model name")
+    src.add_argument("--checkpoint", type=Path, help="DiT checkpoint")
+    p.add_argument("--config", action="append", required=True, help="SOLVER:GRID:STEPS, e.g. heun:uniform:10")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kinds", default="crystal,molecule")
+    p.add_argument("--posebusters-subset", type=int, default=0, help="PoseBusters on this many valid molecules")
+    p.add_argument("--out", type=Path, required=True, help="output stem (STEM.json, STEM.png)")
+    p.add_argument("--note", default="", help="machine and conditions")
+    args = p.parse_args()
+    path = pretrained_path(args.model) if args.model else args.checkpoint
+    dit, vae, flow_cfg, meta = load_dit(path)
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    for spec in args.config:
+        solver, grid, steps = spec.split(":")
+        steps = int(steps)
+        nfe = nfe_of(time_grid(steps, grid), solver, grid == "reference")
+        for kind in args.kinds.split(","):
+            t0 = time.process_time()
+            w0 = time.time()
+            systems = sample_systems(dit, vae, flow_cfg, meta["data"], kind, args.num_samples, steps=steps,
+                                     cfg_scale=args.cfg_scale, seed=args.seed, progress=False, solver=solver,
+                                     grid=grid)
+            row = {"solver": solver, "grid": grid, "steps": steps, "nfe": nfe,
+                   "forward_passes_per_sample": nfe * (1 if args.cfg_scale == 1.0 else 2), "kind": kind,
+                   "cpu_s": time.process_time() - t0, "wall_s": time.time() - w0,
+                   **evaluate(systems, kind, args.posebusters_subset, args.seed)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    result = {"model": args.model or str(args.checkpoint), "num_samples": args.num_samples,
+              "cfg_scale": args.cfg_scale, "seed": args.seed, "date": date.today().isoformat(),
+              "load_average": os.getloadavg(), "note": args.note, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    plot(result, args.out.with_suffix(".png"))
+
+
+def plot(result: dict, path: Path) -> None:
+    """Validity against NFE per solver/grid: crystals (both checks) and molecules (three routes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("crystal", "validity"), ("molecule", "validity"), ("molecule", "validity_strict"),
+              ("molecule", "validity_connected")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (kind, metric) in zip(axes, panels):
+        lines: dict[str, list] = {}
+        for r in result["rows"]:
+            if r["kind"] == kind:
+                lines.setdefault(f"{r['solver']} / {r['grid']}", []).append((r["nfe"], r[metric]))
+        for name, pts in lines.items():
+            ax.plot(*zip(*sorted(pts)), marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per sample (NFE)")
+        ax.set_title(f"{kind} {metric}")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{result['model']}, {result['num_samples']} samples per kind, seed {result['seed']}; "
+                 f"{result['note']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
