@@ -64,6 +64,36 @@ def save_checkpoint(path, kind: str, size: str, config: dict[str, Any], tensors:
     return _atomic_save(Path(path), tensors, header)
 
 
+def export_half(src, dst, prefixes: tuple[str, ...] = ("",), keep: tuple[str, ...] = ("vae.",)) -> Path:
+    """A copy of checkpoint ``src`` with its floating-point weights stored as float16 (half the bytes).
+
+    Args:
+        src: a ``vae`` or ``dit`` checkpoint.
+        dst: destination file (written atomically; the header is kept, with ``weights_dtype``
+            ``float16`` added and the tensors converted listed under ``half_precision``).
+        prefixes: convert tensors whose names start with one of these (default: all) ...
+        keep: ... except those starting with one of these (default: the embedded VAE, whose decoder
+            turns latents into Å and stays float32).
+
+    Loading needs nothing special: :func:`load_dit` / :func:`load_vae` copy the weights into float32
+    modules. A shipped half-precision model must be measured against its float32 original (same
+    seed, same samples) before it replaces it.
+    """
+    meta, tensors = load_tensors(src)
+    if meta["kind"] not in ("vae", "dit"):
+        raise CheckpointError(f"checkpoint {src} is a {meta['kind']} file, not a model checkpoint")
+    out, converted = {}, []
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and name.startswith(prefixes) and not name.startswith(keep):
+            out[name] = tensor.to(torch.float16)
+            converted.append(name)
+        else:
+            out[name] = tensor
+    header = {**meta, "weights_dtype": "float16", "half_precision_tensors": len(converted),
+              "float32_kept": [f"{k}*" for k in keep], "exported_from": Path(src).name}
+    return _atomic_save(Path(dst), out, header)
+
+
 def read_metadata(path) -> dict[str, Any]:
     """The ``adit`` header of a checkpoint, read without loading tensors.
 

@@ -108,3 +108,33 @@ def test_writes_are_atomic(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["vae.safetensors"]
     header = json.loads(p.read_bytes()[8:8 + struct.unpack("<Q", p.read_bytes()[:8])[0]])
     assert "adit" in header["__metadata__"]
+
+
+def test_half_precision_export_keeps_the_vae_and_loads_into_float32(tmp_path):
+    from adit_torch.checkpoint import export_half
+
+    vae = _save_vae(tmp_path / "vae.safetensors")
+    dit = _save_dit(tmp_path / "dit.safetensors", vae)
+    export_half(tmp_path / "dit.safetensors", tmp_path / "half.safetensors")
+    meta, tensors = load_tensors(tmp_path / "half.safetensors")
+    assert meta["weights_dtype"] == "float16" and meta["kind"] == "dit"
+    assert all(v.dtype == torch.float32 for k, v in tensors.items() if k.startswith("vae."))
+    assert all(v.dtype == torch.float16 for k, v in tensors.items() if not k.startswith("vae."))
+    assert (tmp_path / "half.safetensors").stat().st_size < (tmp_path / "dit.safetensors").stat().st_size
+    half, half_vae, _, _ = load_dit(tmp_path / "half.safetensors")
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(half_vae.state_dict().values(), vae.state_dict().values()))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    cond = Condition(periodic=torch.tensor([0, 1]))
+    t = torch.tensor([0.3, 0.8])
+    with torch.no_grad():
+        ref, out = dit.eval()(x, t, mask, cond), half(x, t, mask, cond)
+    assert not torch.equal(ref, out)  # it is a different, rounded model ...
+    torch.testing.assert_close(out, ref, atol=5e-3, rtol=5e-3)  # ... within float16's rounding
+    with pytest.raises(CheckpointError, match="not a model checkpoint"):
+        state = tmp_path / "state.safetensors"
+        from adit_torch.checkpoint import _atomic_save
+
+        _atomic_save(state, {"x": torch.zeros(1)}, {"kind": "state"})
+        export_half(state, tmp_path / "no.safetensors")
