@@ -66,8 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: When this environment variable names a file, ``adit`` writes its own exit status there (the AiiDA
+#: CalcJobs set it): a status no later command of a job script can overwrite. Under ``torchrun`` each
+#: process writes ``FILE`` (rank 0) or ``FILE.rank<R>`` (other ranks, only when they fail), so a worker's
+#: NaN (4) or out-of-memory (5) status is not hidden by the launcher's.
+STATUS_FILE_ENV = "ADIT_STATUS_FILE"
+
+
+def write_status(status: int) -> None:
+    """Write ``status`` to ``$ADIT_STATUS_FILE`` (see :data:`STATUS_FILE_ENV`); atomic, never raises."""
+    import os
+    from pathlib import Path
+
+    target = os.environ.get(STATUS_FILE_ENV)
+    if not target:
+        return
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank != 0 and status == 0:
+        return
+    path = Path(target if rank == 0 else f"{target}.rank{rank}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(f"{status}\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        print(f"adit: could not write the exit status to {path}: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``adit`` console script; returns the exit status."""
+    """Entry point of the ``adit`` console script; returns the exit status (also written to
+    ``$ADIT_STATUS_FILE`` when set)."""
+    try:
+        status = _main(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_CODES["bad_input"])
+        write_status(code)
+        raise
+    except BaseException:
+        write_status(EXIT_CODES["internal"])
+        raise
+    write_status(status)
+    return status
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,12 +1,17 @@
 """What every ``adit`` CalcJob shares: defaults, exit codes, and how the run is captured.
 
 Each CalcJob runs one ``adit`` sub-command. Its stdout and stderr go to
-``adit.out`` / ``adit.err`` and, right after the command, the job script writes
-the command's exit status to ``_adit_exit_status`` (``calc_info.append_text``),
+``adit.out`` / ``adit.err``, and ``adit`` writes its own exit status to
+``_adit_status`` (``ADIT_STATUS_FILE``, exported in the job script's prepend
+text; under ``torchrun`` a failing worker of rank R writes ``_adit_status.rankR``),
 so the parser can tell a bad input (status 2) from a corrupt checkpoint (3), a
 NaN loss (4), out of memory (5) or fewer results than asked (6); see
-``adit_torch.cli.EXIT_CODES``. When the scheduler kills the job (walltime), the
-status file is never written: the parser then reads the run folder instead.
+``adit_torch.cli.EXIT_CODES``. No later line of the job script (a user's
+``append_text`` such as ``nvidia-smi``) can change that file. The shell's ``$?``
+is still written to ``_adit_exit_status`` after the command, and is only read
+when ``adit`` wrote nothing (killed, e.g. by the kernel's OOM killer: 137). When
+the scheduler kills the job (walltime), neither is written: the parser then
+reads the run folder instead.
 
 Exit codes follow the bands users of aiida-quantumespresso know: 3xx
 unrecoverable retrieval/parse errors, 4xx-5xx recoverable failures that a
@@ -24,7 +29,8 @@ from aiida_adit.storage import StoreOutputsInChunks
 
 STDOUT_NAME = "adit.out"
 STDERR_NAME = "adit.err"
-EXIT_STATUS_NAME = "_adit_exit_status"
+EXIT_STATUS_NAME = "_adit_exit_status"  # the shell's $? (a fallback: read only when STATUS_NAME is absent)
+STATUS_NAME = "_adit_status"  # written by `adit` itself ($ADIT_STATUS_FILE)
 
 
 def validate_checkpoint_kind(node: CheckpointData, expected: tuple[str, ...], port: str) -> str | None:
@@ -105,14 +111,17 @@ class AditCalculation(StoreOutputsInChunks, CalcJob):
 
         calcinfo = datastructures.CalcInfo()
         calcinfo.codes_info = [codeinfo]
-        calcinfo.retrieve_list = [STDOUT_NAME, STDERR_NAME, EXIT_STATUS_NAME, *retrieve]
+        calcinfo.retrieve_list = [STDOUT_NAME, STDERR_NAME, EXIT_STATUS_NAME, STATUS_NAME, f"{STATUS_NAME}.rank*",
+                                  *retrieve]
         calcinfo.retrieve_temporary_list = list(retrieve_temporary or [])
         calcinfo.local_copy_list = list(local_copy_list or [])
         calcinfo.remote_copy_list = list(remote_copy_list or [])
         calcinfo.remote_symlink_list = list(remote_symlink_list or [])
-        calcinfo.prepend_text = prepend_text
-        # `$?` is still the status of the `adit` command when this line runs; `options.append_text`
-        # (placed before it by aiida-core) must therefore not run other commands first.
+        # `adit` writes its own status to this file (adit_torch.cli.STATUS_FILE_ENV)
+        status_line = f'export ADIT_STATUS_FILE="$PWD/{STATUS_NAME}"'
+        calcinfo.prepend_text = status_line if not prepend_text else f"{status_line}\n{prepend_text}"
+        # the shell's `$?`, a fallback for runs killed before `adit` could write its status; a user's
+        # `options.append_text` placed before this line by aiida-core changes it, not STATUS_NAME
         calcinfo.append_text = f"echo $? > {EXIT_STATUS_NAME}"
         return calcinfo
 

@@ -1,9 +1,11 @@
 """What every ``adit`` parser shares: the exit status, the error line, scheduler verdicts.
 
-The order of evidence: the exit status written after the command (see
-:mod:`aiida_adit.calculations.base`), then the scheduler's own verdict (aiida-core's
-110/120 exit codes or Slurm's messages in ``_scheduler-stderr.txt``), then the
-run's files. A missing status file means the job script was cut off.
+The order of evidence: the exit status ``adit`` wrote itself (``_adit_status``, and
+under ``torchrun`` the files of failing workers), else the shell's ``$?`` written
+after the command (see :mod:`aiida_adit.calculations.base`), then the scheduler's
+own verdict (aiida-core's 110/120 exit codes or Slurm's messages in
+``_scheduler-stderr.txt``), then the run's files. No status file at all means the
+job script was cut off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
-from aiida_adit.calculations.base import EXIT_STATUS_NAME, STDERR_NAME
+from aiida_adit.calculations.base import EXIT_STATUS_NAME, STATUS_NAME, STDERR_NAME
 
 #: `adit` exit statuses (adit_torch.cli.EXIT_CODES) mapped to exit-code labels of the CalcJobs.
 STATUS_LABELS = {
@@ -24,6 +26,9 @@ STATUS_LABELS = {
     5: "ERROR_OUT_OF_MEMORY",
     137: "ERROR_OUT_OF_MEMORY",  # killed by SIGKILL: the kernel's OOM killer in practice
 }
+#: Which worker status to report when several processes failed differently (the cause before its echoes:
+#: an out-of-memory worker makes the others fail too).
+STATUS_PRIORITY = (5, 4, 3, 2, 6, 137, 1)
 _WALLTIME_MARKERS = ("DUE TO TIME LIMIT", "TIME LIMIT", "walltime")
 _MEMORY_MARKERS = ("oom-kill", "Out Of Memory", "out of memory", "OOM Killed")
 
@@ -73,15 +78,36 @@ class AditParser(Parser):
             )
         return finite_json(payload)
 
-    def exit_status(self) -> int | None:
-        """The ``adit`` exit status, or None when the job script never wrote it (killed)."""
-        text = self.read_text(EXIT_STATUS_NAME)
+    def _status_in(self, name: str) -> int | None:
+        text = self.read_text(name)
         if text is None or not text.strip():
             return None
         try:
             return int(text.strip().splitlines()[-1])
         except ValueError:
             return None
+
+    def exit_status(self) -> int | None:
+        """The ``adit`` exit status, or None when nothing wrote it (killed).
+
+        ``adit``'s own status file wins over the shell's ``$?``. With several processes
+        (``torchrun``) a failing worker's status wins over rank 0's: the first of
+        :data:`STATUS_PRIORITY` found, else any non-zero one.
+        """
+        try:
+            names = self.retrieved.base.repository.list_object_names()
+        except (FileNotFoundError, OSError):
+            names = []
+        statuses = [self._status_in(n) for n in [STATUS_NAME, *sorted(n for n in names
+                                                                       if n.startswith(f"{STATUS_NAME}.rank"))]]
+        statuses = [s for s in statuses if s is not None]
+        if not statuses:
+            return self._status_in(EXIT_STATUS_NAME)
+        failed = [s for s in statuses if s != 0]
+        for status in STATUS_PRIORITY:
+            if status in failed:
+                return status
+        return failed[0] if failed else 0
 
     def error_line(self) -> str:
         """The last ``error:`` line of the command's stderr (or its last non-empty line)."""

@@ -204,3 +204,28 @@ def test_nan_loss_then_resume_with_a_lower_learning_rate(env, tmp_path, capsys):
     rows = [r for r in csv.DictReader(open(out / "log.csv")) if r.get("loss")]
     # the new rate is the one used: 1e-3 at step 20 of XS's 100 warm-up steps
     assert float(rows[-1]["lr"]) == pytest.approx(1e-3 * 20 / 100) and math.isfinite(float(rows[-1]["loss"]))
+
+
+def test_the_exit_status_is_written_by_adit_itself(trained, tmp_path, monkeypatch):
+    """$ADIT_STATUS_FILE gets the status of the command (what the AiiDA parsers read): 0, a bad input's 2,
+    argparse's 2; a worker of rank > 0 writes its own file, and only when it fails."""
+    status = tmp_path / "status"
+    monkeypatch.setenv("ADIT_STATUS_FILE", str(status))
+    dit = str(trained / "dit" / "dit.safetensors")
+    assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "1", "--num-atoms", "4",
+                 "--steps", "2", "--out", str(tmp_path / "m.extxyz"), "--quiet"]) == 0
+    assert status.read_text() == "0\n"
+    assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "0",
+                 "--out", str(tmp_path / "n.extxyz")]) == EXIT_CODES["bad_input"]
+    assert status.read_text() == "2\n"
+    with pytest.raises(SystemExit):
+        main(["sample", "--no-such-flag"])
+    assert status.read_text() == "2\n"
+    status.unlink()
+    monkeypatch.setenv("RANK", "3")
+    assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "1", "--num-atoms", "4",
+                 "--steps", "2", "--out", str(tmp_path / "w.extxyz"), "--quiet"]) == 0
+    assert not status.exists() and not (tmp_path / "status.rank3").exists()
+    assert main(["train-dit", "--vae", str(tmp_path / "missing.safetensors"), "--out-dir",
+                 str(tmp_path / "x")]) == EXIT_CODES["checkpoint"]
+    assert (tmp_path / "status.rank3").read_text() == "3\n" and not status.exists()

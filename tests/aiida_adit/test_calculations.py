@@ -42,6 +42,8 @@ def test_train_vae_command_and_settings_file(adit_code, generate_calc_job):
     assert EXIT_STATUS_NAME in calc_info.retrieve_list
     assert calc_info.retrieve_temporary_list == ["run/vae.safetensors"]
     assert EXIT_STATUS_NAME in calc_info.append_text
+    assert 'export ADIT_STATUS_FILE="$PWD/_adit_status"' in calc_info.prepend_text
+    assert "_adit_status" in calc_info.retrieve_list and "_adit_status.rank*" in calc_info.retrieve_list
 
 
 def test_train_dit_copies_the_vae_and_resumes_a_folder(adit_code, generate_calc_job, make_checkpoint, aiida_localhost):

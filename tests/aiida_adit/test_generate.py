@@ -98,6 +98,30 @@ def test_sample_with_identical_inputs_is_cached(aiida_profile_clean, adit_code, 
     assert len(second.outputs.structures) == 2
 
 
+@pytest.mark.parametrize("append_text", ["", "true  # e.g. nvidia-smi or seff: it succeeds and resets $?"])
+def test_a_failing_run_is_reported_whatever_append_text_runs(aiida_profile_clean, adit_code, fixture_folder,
+                                                             append_text):
+    """A real `adit sample` that stops with a bad input (status 2): the parser reports 302 even when the
+    user's `append_text` runs a command that would hide the status from the shell's `$?`."""
+    from aiida.plugins import CalculationFactory
+
+    checkpoint = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
+    _, node = run_get_node(
+        CalculationFactory("adit.sample"),
+        code=adit_code("adit.sample"),
+        checkpoint=checkpoint,
+        num_samples=orm.Int(2),
+        kind=orm.Str("molecule"),
+        num_atoms=orm.Int(5000),  # more than `adit sample` accepts: exit status 2
+        metadata={"options": {"max_wallclock_seconds": 600, "append_text": append_text}},
+    )
+    assert node.exit_status == 302, node.exit_message
+    assert "--num-atoms" in node.exit_message
+    names = node.outputs.retrieved.base.repository.list_object_names()
+    assert "_adit_status" in names
+    assert node.outputs.retrieved.base.repository.get_object_content("_adit_status").strip() == "2"
+
+
 def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, make_checkpoint):
     code = adit_code("adit.sample")
     vae = CheckpointData(file=str(make_checkpoint("vae"))).store()

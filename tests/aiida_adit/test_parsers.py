@@ -90,6 +90,25 @@ def test_scheduler_out_of_memory_message_wins(parse, fixture_folder, tmp_path, g
     assert calcfunction.exit_status == 410
 
 
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"_adit_status": "4\n", "_adit_exit_status": "0\n"}, 420),  # $? after a user's append_text command
+        ({"_adit_status": "0\n", "_adit_status.rank1": "5\n", "_adit_status.rank2": "4\n"}, 410),  # torchrun
+        ({"_adit_exit_status": "4\n"}, 420),  # no status from adit itself: the shell's $? is the fallback
+    ],
+)
+def test_adits_own_status_file_wins(fixture_folder, tmp_path, generate_calc_job_node, parse_folder, files, expected):
+    folder = tmp_path / "run"
+    shutil.copytree(fixture_folder("train_nan", "retrieved"), folder)
+    (folder / "_adit_exit_status").unlink()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    node = generate_calc_job_node("adit.train", _train("vae"), folder)
+    _, calcfunction = parse_folder(node, "adit.train")
+    assert calcfunction.exit_status == expected
+
+
 def test_train_nan_loss(parse):
     _, calcfunction = parse("adit.train", "train_nan", _train("vae"))
     assert calcfunction.exit_status == 420
