@@ -236,6 +236,8 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
                                  shuffle=True, seed=cfg.seed, drop_last=False, rank=rank, world_size=world)
     log = RunLog(out_dir, enabled=main)
     step, t0 = counters["step"], time.time() - counters["elapsed_s"]
+    # rows a crashed or killed run logged after its last saved state are redone by this run
+    log.rows = [r for r in log.rows if int(float(r.get("step") or 0)) <= step] if resume else []
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and main), unit="step", dynamic_ncols=True)
     status, last_loss = "completed", math.nan
     window = {"loss": 0.0, "n": 0, "systems": 0, "t": time.time(), "parts": {}}

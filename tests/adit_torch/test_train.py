@@ -159,3 +159,17 @@ def test_frozen_encoder_is_not_optimised(tmp_path):
     num_decoder = sum(1 for p in vae.parameters() if id(p) not in encoder)
     assert 0 < num_decoder < len(list(vae.parameters()))
     assert len(slots) == num_decoder
+
+
+def test_resume_redoes_the_log_rows_written_after_the_last_state(tmp_path):
+    """A run that crashed after logging step 5 but saving its state at step 4 logs steps 5.. once on resume."""
+    data = _data()
+    train_vae(_cfg(max_steps=4, log_every=1, ckpt_every=2), VCFG, "XS", tmp_path, data=data, progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    with open(tmp_path / "log.csv", "a", newline="") as fh:  # what the crashed run had logged beyond its state
+        csv.DictWriter(fh, fieldnames=list(rows[0])).writerow({**rows[-1], "step": "5", "loss": "123.0"})
+    train_vae(_cfg(max_steps=6, log_every=1, ckpt_every=2), VCFG, "XS", tmp_path, resume=True, data=data,
+              progress=False)
+    steps = [r["step"] for r in csv.DictReader(open(tmp_path / "log.csv")) if r["loss"]]
+    assert steps == ["1", "2", "3", "4", "5", "6"]
+    assert "123.0" not in (tmp_path / "log.csv").read_text()
