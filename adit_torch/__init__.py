@@ -3,7 +3,7 @@
 This package never imports AiiDA. The AiiDA plugin lives in :mod:`aiida_adit`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from adit_torch.errors import AditError, CheckpointError, ConfigError, DataFormatError, InvalidSystemError  # noqa: E402
 from adit_torch.system import AtomicSystem  # noqa: E402

@@ -1,3 +1,3 @@
 """aiida-adit: the AiiDA plugin that trains, samples and evaluates ADiT with full provenance."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
