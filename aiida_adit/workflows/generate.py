@@ -163,7 +163,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         :param code: the ``adit`` code used by every CalcJob.
         :param overrides: nested dict merged over the protocol (keys as in the YAML file:
             ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``,
-            ``evaluate``, ``metastability.relax``, ``options``).
+            ``evaluate``, ``metastability.relax``, ``options``, and per step ``STEP.options``
+            merged over ``options``).
         :param checkpoint: a DiT checkpoint: no training, sample it. Without one, a protocol that
             names a ``pretrained`` model (``fast``) samples that model's node
             (:meth:`CheckpointData.from_pretrained`, stored once); the others train.
@@ -173,7 +174,13 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             protocol's ``evaluate.reference``, else ``adit evaluate``'s own default.
         """
         values = cls.get_protocol_inputs(protocol, overrides)
-        options = values.get("options", {})
+        base_options = values.get("options", {})
+
+        def options_of(step: str) -> dict:
+            """The protocol's ``options`` with the step's own ``options`` on top (e.g. a GPU request for
+            training and sampling only: evaluation and relaxation never hold a GPU)."""
+            return {**base_options, **((values.get(step) or {}).get("options") or {})}
+
         builder = cls.get_builder()
         if checkpoint is None and vae_checkpoint is None and values.get("pretrained"):
             checkpoint = CheckpointData.from_pretrained(values["pretrained"])
@@ -187,7 +194,7 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
                 namespace = builder[stage]
                 namespace.train.code = code
                 namespace.train.settings = orm.Dict(values[stage]["settings"])
-                namespace.train.metadata.options = options
+                namespace.train.metadata.options = options_of(stage)
         sample = values["sample"]
         builder.sample.sample.code = code
         builder.sample.sample.kind = orm.Str(values["kind"])
@@ -197,11 +204,14 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         builder.sample.sample.seed = orm.Int(sample.get("seed", 0))
         if "device" in sample:
             builder.sample.sample.device = orm.Str(sample["device"])
-        builder.sample.sample.metadata.options = options
+        for key in ("solver", "time_grid"):
+            if key in sample:
+                builder.sample.sample[key] = orm.Str(sample[key])
+        builder.sample.sample.metadata.options = options_of("sample")
         if evaluate:
             settings = values.get("evaluate", {})
             builder.evaluate.code = code
-            builder.evaluate.metadata.options = options
+            builder.evaluate.metadata.options = options_of("evaluate")
             if reference is None and "reference" in settings:
                 reference = orm.Str(settings["reference"])
             if reference is not None:
@@ -214,7 +224,7 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
 
             builder.metastability.relax.code = code
             builder.metastability.relax.parameters = orm.Dict(relax)
-            builder.metastability.relax.metadata.options = options
+            builder.metastability.relax.metadata.options = options_of("metastability")
             builder.metastability.hull = ReferenceHullData.offline()
         return builder
 

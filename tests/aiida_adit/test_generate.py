@@ -218,3 +218,21 @@ def test_fast_protocol_samples_the_shipped_model_relaxes_and_scores_crystals(aii
     assert set(results["metastability"]["e_above_hull"]) <= set(generated)
     assert rates["counts"]["with_e_hull"] == len(results["metastability"]["e_above_hull"])
     assert rates["sun_rate"] is not None  # the evaluation records reached the rates
+
+
+def test_precise_protocol_requests_a_gpu_for_training_and_sampling_only(aiida_profile_clean, adit_code):
+    """GPU steps run on cuda with a GPU request; evaluation never holds one; every step keeps the base options."""
+    builder = AditGenerateWorkChain.get_builder_from_protocol(adit_code("adit.sample"), "precise")
+    gres = "#SBATCH --gres=gpu:1"
+    for stage in ("train_vae", "train_dit"):
+        assert builder[stage].train.metadata.options["custom_scheduler_commands"] == gres
+        assert builder[stage].train.settings["device"] == "cuda"
+        assert builder[stage].train.metadata.options["max_wallclock_seconds"] == 86400
+    assert builder.sample.sample.metadata.options["custom_scheduler_commands"] == gres
+    assert builder.sample.sample.device.value == "cuda"
+    assert "custom_scheduler_commands" not in builder.evaluate.metadata.options
+    assert builder.evaluate.metadata.options["max_wallclock_seconds"] == 86400
+    moderate = AditGenerateWorkChain.get_builder_from_protocol(
+        adit_code("adit.sample"), "moderate", overrides={"sample": {"solver": "heun", "steps": 10}})
+    assert "custom_scheduler_commands" not in moderate.train_vae.train.metadata.options
+    assert moderate.sample.sample.solver.value == "heun" and moderate.sample.sample.steps.value == 10
