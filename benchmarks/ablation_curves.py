@@ -50,7 +50,10 @@ def differing(configs: dict[str, dict]) -> dict[str, dict]:
 def main() -> None:
     """Plot and record the runs given as ``--run NAME=FOLDER``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", action="append", required=True, help="NAME=run folder")
+    p.add_argument("--run", action="append", default=[], help="NAME=run folder")
+    p.add_argument("--recorded", action="append", default=[],
+                   help="NAME=JSON written by this script earlier: its first run's curve, for runs whose folder "
+                        "is gone (their settings are then not compared)")
     p.add_argument("--out", type=Path, required=True, help="output stem (writes STEM.png and STEM.json)")
     p.add_argument("--note", default="", help="machine, date and load average of the runs")
     args = p.parse_args()
@@ -58,6 +61,16 @@ def main() -> None:
     for spec in args.run:
         name, folder = spec.split("=", 1)
         runs[name] = read_run(Path(folder))
+    recorded = {}
+    for spec in args.recorded:
+        name, path = spec.split("=", 1)
+        first = next(iter(json.loads(Path(path).read_text())["runs"].values()))
+        recorded[name] = {"config": None, "val": {k: [tuple(p) for p in v] for k, v in first["val"].items()},
+                          "final_step": first["final_step"], "recorded_in": path}
+    if not runs and not recorded:
+        p.error("give at least one --run or --recorded")
+    configs = {n: r["config"] for n, r in runs.items()}
+    runs.update(recorded)
     metrics = sorted(set().union(*(r["val"].keys() for r in runs.values())))
     import matplotlib
 
@@ -77,8 +90,10 @@ def main() -> None:
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out.with_suffix(".png"), dpi=90)
-    record = {"note": args.note, "differences": differing({n: r["config"] for n, r in runs.items()}),
-              "runs": {n: {"final_step": r["final_step"], "val": r["val"]} for n, r in runs.items()}}
+    record = {"note": args.note, "differences": differing(configs) if len(configs) > 1 else {},
+              "runs": {n: {"final_step": r["final_step"], "val": r["val"],
+                           **({"recorded_in": r["recorded_in"]} if "recorded_in" in r else {})}
+                       for n, r in runs.items()}}
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
     print(f"wrote {args.out.with_suffix('.png')} and {args.out.with_suffix('.json')}")
 
