@@ -148,3 +148,17 @@ def test_reduced_reference_cells_are_cached_and_give_the_same_answer(mp20_test, 
     second = unique_and_novel(candidates, index, workers=1)
     assert first[0].tolist() == second[0].tolist() and first[1] == second[1]
     assert first[1][-1] is False
+
+
+def test_novelty_falls_back_to_the_packaged_training_split_without_mp20(tmp_path, monkeypatch, capsys):
+    """A fresh install has no MP-20 copy: novelty is measured against the packaged partial training split
+    (what the shipped models saw), named as such, with a warning; a training crystal is not novel."""
+    from adit_torch.evaluate import crystals
+
+    monkeypatch.delenv("ADIT_MP20_DIR", raising=False)
+    monkeypatch.setattr("adit_torch.datasets.mp20.workplace_mp20_dir", lambda: tmp_path / "absent")
+    reference, name = crystals.default_crystal_reference()
+    assert name == "mp20-partial:train (packaged)" and len(reference) == 9421
+    assert "packaged partial MP-20 training split" in capsys.readouterr().err
+    report = crystals.evaluate_crystals(reference[:4], reference=reference, with_distributions=False, workers=1)
+    assert report["counts"]["valid"] >= 2 and report["counts"]["novel"] == 0
