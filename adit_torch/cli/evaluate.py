@@ -13,8 +13,6 @@ import sys
 
 from adit_torch.errors import ConfigError, DataFormatError
 
-_DEFAULT_REFERENCE = {"crystal": "mp20:train", "molecule": "qm9:train"}
-
 
 def register(subparsers) -> None:
     """Add the ``evaluate`` sub-command to the ``adit`` parser."""
@@ -28,8 +26,9 @@ def register(subparsers) -> None:
     p.add_argument("--format", dest="file_format", choices=("extxyz", "cif", "csv", "sdf"), default=None,
                    help="file format (default: from the suffix)")
     p.add_argument("--reference", default=None,
-                   help="novelty reference: a dataset split such as 'mp20:train' or 'qm9:train' (default per kind), "
-                        "a structure file, or 'none' to skip novelty")
+                   help="novelty reference: a dataset split such as 'mp20:train' or 'qm9:train', a structure file, "
+                        "or 'none' to skip novelty (default: the training split of the kind; for crystals the "
+                        "packaged partial MP-20 training split where no MP-20 copy is installed)")
     p.add_argument("--json", dest="json_out", default=None, help="write the full report here (JSON)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--oxidation-states", choices=("smact14", "icsd24"), default="smact14",
@@ -49,10 +48,21 @@ def register(subparsers) -> None:
 
 
 def _reference(spec: str | None, kind: str):
-    """Reference structures and their name from a ``--reference`` value (``None`` when skipped)."""
+    """Reference structures and their name from a ``--reference`` value (``None`` when skipped).
+
+    Without ``--reference`` the library's default applies (for crystals: the MP-20 training split,
+    or the packaged partial copy where no MP-20 is installed); a split asked for by name must exist.
+    """
     from pathlib import Path
 
-    spec = spec or _DEFAULT_REFERENCE[kind]
+    if spec is None:
+        if kind == "crystal":
+            from adit_torch.evaluate.crystals import default_crystal_reference
+
+            return default_crystal_reference()
+        from adit_torch.evaluate.molecules import default_molecule_reference
+
+        return default_molecule_reference()
     if spec.lower() == "none":
         return False, None
     if ":" in spec and not Path(spec).exists():

@@ -1,5 +1,6 @@
 """Crystal evaluation: real MP-20 crystals pass, broken ones fail the right checks, bad input never crashes."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,25 @@ def test_novelty_falls_back_to_the_packaged_training_split_without_mp20(tmp_path
     assert "packaged partial MP-20 training split" in capsys.readouterr().err
     report = crystals.evaluate_crystals(reference[:4], reference=reference, with_distributions=False, workers=1)
     assert report["counts"]["valid"] >= 2 and report["counts"]["novel"] == 0
+
+
+def test_the_evaluate_command_without_mp20_uses_the_packaged_reference(tmp_path, monkeypatch, capsys):
+    """`adit evaluate` with its default reference on a fresh install (what the README main job runs); an
+    MP-20 split asked for by name still has to exist."""
+    from adit_torch.cli import EXIT_CODES, main
+    from adit_torch.evaluate import crystals
+    from adit_torch.io import read_systems, write_systems
+
+    monkeypatch.delenv("ADIT_MP20_DIR", raising=False)
+    monkeypatch.setattr("adit_torch.datasets.mp20.workplace_mp20_dir", lambda: tmp_path / "absent")
+    samples = tmp_path / "c.extxyz"
+    write_systems(samples, list(read_systems(crystals.PACKAGED_REFERENCE))[:3])
+    out = tmp_path / "c.json"
+    assert main(["evaluate", str(samples), "--kind", "crystal", "--json", str(out), "--workers", "1",
+                 "--no-distributions", "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["reference"]["name"] == "mp20-partial:train (packaged)" and report["counts"]["novel"] == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(samples), "--kind", "crystal", "--reference", "mp20:train",
+                 "--quiet"]) == EXIT_CODES["bad_input"]
+    assert "MP-20 data not found" in capsys.readouterr().err
