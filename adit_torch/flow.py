@@ -101,10 +101,20 @@ def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, genera
     return solve(net, x0.to(dtype), mask, time_grid(steps), "euler", self_condition)[0]
 
 
-def nfe_of(grid: list[float], solver: str = "euler", final_clean: bool = False) -> int:
-    """Network evaluations :func:`solve` spends on ``grid`` with ``solver`` (per sample, per guidance half)."""
+def _check_solver(solver: str) -> None:
     if solver not in SOLVERS:
         raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+
+
+def ends_with_clean_prediction(kind: str) -> bool:
+    """Whether a run on the time grid ``kind`` ends with one more evaluation at ``t = 1`` whose clean
+    prediction is the sample (``final_clean`` of :func:`solve`): true for the reference's grid only."""
+    return kind == "reference"
+
+
+def nfe_of(grid: list[float], solver: str = "euler", final_clean: bool = False) -> int:
+    """Network evaluations :func:`solve` spends on ``grid`` with ``solver`` (per sample, per guidance half)."""
+    _check_solver(solver)
     steps = len(grid) - 1
     nfe = SOLVERS[solver] * steps
     if solver == "heun" and grid[-1] >= 1.0:
@@ -140,8 +150,7 @@ def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> list[flo
 
 def evaluation_times(grid: list[float], solver: str = "euler", final_clean: bool = False) -> list[float]:
     """Every time at which :func:`solve` calls the network on ``grid`` (for caches keyed by time)."""
-    if solver not in SOLVERS:
-        raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    _check_solver(solver)
     out = []
     for t0, t1 in zip(grid[:-1], grid[1:]):
         out.append(t0)
@@ -174,8 +183,7 @@ def solve(net: Denoiser, x0: torch.Tensor, mask: torch.Tensor, grid: list[float]
     Returns:
         ``(x, nfe)``: the sample ``(B, N, D)`` and the number of network evaluations spent.
     """
-    if solver not in SOLVERS:
-        raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    _check_solver(solver)
     m = mask.unsqueeze(-1).to(x0.dtype)
     bsz = x0.shape[0]
     x = x0 * m

@@ -92,6 +92,15 @@ def _val_subset(val, size: int) -> list:
     return out
 
 
+def _require_same_architecture(stored, requested, init) -> None:
+    """:class:`CheckpointError` naming every architecture field in which ``--init``'s config differs."""
+    diff = architecture_differences(stored, requested)
+    if diff:
+        what = "VAE" if isinstance(stored, VAEConfig) else "DiT"
+        raise CheckpointError(f"--init {init}: its {what} architecture differs from the requested one "
+                              f"({'; '.join(diff)})")
+
+
 def write_run_config(out_dir: Path, payload: dict[str, Any], resume_changes: dict | None = None) -> None:
     """Write ``run_config.json`` (the run's configs), keeping its ``resumes`` history.
 
@@ -181,10 +190,7 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     vae = VAE(vae_cfg)
     if init:
         src, _ = load_vae(init)
-        diff = architecture_differences(src.cfg, vae_cfg)
-        if diff:
-            raise CheckpointError(f"--init {init}: its VAE architecture differs from the requested one "
-                                  f"({'; '.join(diff)})")
+        _require_same_architecture(src.cfg, vae_cfg, init)
         vae.load_state_dict(src.state_dict())
     vae.apply_freeze()
     val_systems = []
@@ -262,10 +268,7 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     dit = DiT(dit_cfg)
     if init:
         src, _, _, _ = load_dit(init)
-        diff = architecture_differences(src.cfg, dit_cfg)
-        if diff:
-            raise CheckpointError(f"--init {init}: its DiT architecture differs from the requested one "
-                                  f"({'; '.join(diff)})")
+        _require_same_architecture(src.cfg, dit_cfg, init)
         dit.load_state_dict(src.state_dict())
     stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data),
              "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_data}

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, Condition, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.flow import evaluation_times, nfe_of, solve, time_grid
+from adit_torch.flow import ends_with_clean_prediction, evaluation_times, nfe_of, solve, time_grid
 from adit_torch.system import AtomicSystem
 
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
@@ -131,7 +131,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
     slot_s = FORWARD_TOKEN_S * (1 if scale == 1.0 else 2)
     ts = time_grid(steps, grid)
-    final_clean = grid == "reference"
+    final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
     groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
     for idx in tqdm(groups, desc=f"sampling {kind}s", disable=not progress, unit="batch"):
@@ -219,7 +219,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                              batch_size, num_atoms, device, progress, solver, grid)
     n_steps = steps or flow_cfg.steps
     scale = flow_cfg.cfg_scale if cfg_scale is None else cfg_scale
-    nfe = nfe_of(time_grid(n_steps, grid), solver, grid == "reference")
+    nfe = nfe_of(time_grid(n_steps, grid), solver, ends_with_clean_prediction(grid))
     elapsed = time.time() - t0 - t_load
     summary = {
         "num_requested": num_samples, "num_written": len(systems), "kind": kind,

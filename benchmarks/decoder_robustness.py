@@ -102,30 +102,42 @@ def main() -> None:
     plot(result, args.out.with_suffix(".png"))
 
 
-def plot(result: dict, path: Path) -> None:
-    """Validity against latent noise per VAE, one panel per kind and metric."""
+#: The panels of both validity plots (this script's and sampling_nfe.py's): ``(kind, metric)``.
+VALIDITY_PANELS = (("crystal", "validity"), ("molecule", "validity"), ("molecule", "validity_strict"),
+                   ("molecule", "validity_connected"))
+
+
+def plot_validity_panels(path: Path, title: str, draw) -> None:
+    """One panel per :data:`VALIDITY_PANELS` entry, filled by ``draw(ax, kind, metric)``; the first
+    panel's legend, ``title`` on top; written to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("crystal", "validity"), ("molecule", "validity"), ("molecule", "validity_strict"),
-              ("molecule", "validity_connected")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for ax, (kind, metric) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(VALIDITY_PANELS), figsize=(4.2 * len(VALIDITY_PANELS), 3.6))
+    for ax, (kind, metric) in zip(axes, VALIDITY_PANELS):
+        draw(ax, kind, metric)
+        ax.set_title(f"{kind} {metric}")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Validity against latent noise per VAE, one panel per kind and metric."""
+    def draw(ax, kind, metric):
         for name, per_kind in result["noisy_reconstruction"].items():
             pts = sorted((float(k), v[metric]) for k, v in per_kind[kind].items())
             line, = ax.plot(*zip(*pts), marker="o", label=f"{name}: real latents + noise")
             dit_value = result["dit_samples"][name][kind][metric]
             ax.axhline(dit_value, color=line.get_color(), ls="--", lw=1, label=f"{name}: DiT samples")
         ax.set_xlabel("latent noise std (normalised units)")
-        ax.set_title(f"{kind} {metric}")
         ax.set_ylim(0, 1.02)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(result.get("note", ""), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+
+    plot_validity_panels(path, result.get("note", ""), draw)
 
 
 if __name__ == "__main__":

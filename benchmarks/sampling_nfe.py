@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from adit_torch.checkpoint import load_dit
-from adit_torch.flow import nfe_of, time_grid
+from adit_torch.flow import ends_with_clean_prediction, nfe_of, time_grid
 from adit_torch.pretrained import pretrained_path
 from adit_torch.sample import sample_systems
 
@@ -76,7 +76,7 @@ def main() -> None:
     for spec in args.config:
         solver, grid, steps = spec.split(":")
         steps = int(steps)
-        nfe = nfe_of(time_grid(steps, grid), solver, grid == "reference")
+        nfe = nfe_of(time_grid(steps, grid), solver, ends_with_clean_prediction(grid))
         for kind in args.kinds.split(","):
             t0 = time.process_time()
             w0 = time.time()
@@ -99,15 +99,9 @@ def main() -> None:
 
 def plot(result: dict, path: Path) -> None:
     """Validity against NFE per solver/grid: crystals (both checks) and molecules (three routes)."""
-    import matplotlib
+    from decoder_robustness import plot_validity_panels  # benchmarks/ is on sys.path when run as a script
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("crystal", "validity"), ("molecule", "validity"), ("molecule", "validity_strict"),
-              ("molecule", "validity_connected")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
-    for ax, (kind, metric) in zip(axes, panels):
+    def draw(ax, kind, metric):
         lines: dict[str, list] = {}
         for r in result["rows"]:
             if r["kind"] == kind:
@@ -116,13 +110,9 @@ def plot(result: dict, path: Path) -> None:
             ax.plot(*zip(*sorted(pts)), marker="o", label=name)
         ax.set_xscale("log")
         ax.set_xlabel("network evaluations per sample (NFE)")
-        ax.set_title(f"{kind} {metric}")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{result['model']}, {result['num_samples']} samples per kind, seed {result['seed']}; "
-                 f"{result['note']}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+
+    plot_validity_panels(path, f"{result['model']}, {result['num_samples']} samples per kind, seed {result['seed']}; "
+                               f"{result['note']}", draw)
 
 
 if __name__ == "__main__":

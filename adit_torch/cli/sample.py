@@ -15,7 +15,7 @@ from pathlib import Path
 from adit_torch.checkpoint import read_metadata
 from adit_torch.cli import IncompleteOutputError
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.flow import SOLVERS, TIME_GRIDS
+from adit_torch.flow import SOLVERS, TIME_GRIDS, time_grid
 
 
 def register(subparsers) -> None:
@@ -69,8 +69,6 @@ def _check(args) -> None:
         raise ConfigError(f"--num-samples must be positive, got {args.num_samples}")
     if args.steps is not None and args.steps <= 0:
         raise ConfigError(f"--steps must be positive, got {args.steps}")
-    if args.time_grid == "reference" and args.steps is not None and args.steps < 2:
-        raise ConfigError(f"--time-grid reference needs --steps of at least 2, got {args.steps}")
     if args.batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {args.batch_size}")
     if args.num_atoms is not None and not 0 < args.num_atoms <= 1000:
@@ -84,6 +82,8 @@ def _check(args) -> None:
     if meta["kind"] != "dit":
         raise CheckpointError(f"--checkpoint {args.checkpoint} is a {meta['kind']} checkpoint; sampling needs a "
                               "dit checkpoint (from adit train-dit)")
+    # the grid's own checks (e.g. the reference grid needs 2 steps), before any work
+    time_grid(args.steps or meta.get("config", {}).get("flow", {}).get("steps", 100), args.time_grid)
     if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
         raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
                               "pass --num-atoms or use a checkpoint trained on them")
