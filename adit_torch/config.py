@@ -104,7 +104,7 @@ class FlowConfig:
 class TrainConfig:
     """Optimisation and bookkeeping of one training run."""
 
-    dataset: str = "joint"  # mp20 | qm9 | joint
+    dataset: str = "joint"  # mp20 | qm9 | joint | path of a user's structures (adit_torch.datasets.user)
     batch_size: int = 256
     max_atoms_per_batch: int = 0  # >0: batches hold at most this many atoms (overrides batch_size)
     lr: float = 1e-4
@@ -243,7 +243,11 @@ def validate(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}: latent_noise must not be negative, got {cfg.latent_noise}")
     if isinstance(cfg, TrainConfig):
         if cfg.dataset not in ("mp20", "qm9", "joint"):
-            raise ConfigError(f"{where}: dataset must be mp20, qm9 or joint, got {cfg.dataset!r}")
+            from adit_torch.datasets.user import is_user_dataset
+
+            if not is_user_dataset(cfg.dataset):
+                raise ConfigError(f"{where}: dataset must be mp20, qm9, joint or the path of a structure file or "
+                                  f"folder of CIFs, got {cfg.dataset!r} (no such file or folder)")
         if cfg.batch_size <= 0 or cfg.max_steps <= 0 or cfg.lr <= 0:
             raise ConfigError(f"{where}: batch_size, max_steps and lr must be positive")
         if cfg.lr_schedule not in LR_SCHEDULES:

@@ -56,13 +56,22 @@ class JointSystems(Sequence):
 
 def load_training_data(dataset: str, split: str = "train", max_systems: int = 0,
                        crystal_repeat: int = 1) -> JointSystems:
-    """``mp20``, ``qm9`` or ``joint`` systems of one split.
+    """``mp20``, ``qm9``, ``joint`` or a user's structures (a path) of one split.
 
     ``max_systems > 0`` keeps the first ones of each dataset; ``crystal_repeat > 1`` lists the
-    MP-20 part that many times (a joint run's crystal share, see ``TrainConfig.crystal_repeat``).
+    MP-20 part (a user dataset's crystals) that many times (a joint run's crystal share, see
+    ``TrainConfig.crystal_repeat``). A user dataset (:func:`adit_torch.datasets.user.load_user_dataset`)
+    has ``train`` and ``val`` splits; its invalid structures are an error, not skipped.
     """
     from adit_torch.datasets import load_dataset
+    from adit_torch.datasets.user import is_user_dataset, load_user_dataset
 
+    if is_user_dataset(dataset):
+        parts = []
+        for ds in load_user_dataset(dataset, split):
+            ds = ds[:max_systems] if max_systems > 0 else ds
+            parts += [ds] * (crystal_repeat if ds.dataset_id == 0 else 1)
+        return JointSystems(parts)
     names = ("mp20", "qm9") if dataset == "joint" else (dataset,)
     parts = []
     for name in names:
@@ -206,7 +215,8 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
 
     validate = (lambda m: reconstruction_metrics(m, val_systems, train_cfg.device)) if val_systems else None
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(out_dir, {"kind": "vae", "size": size, **config}, resume_changes if resume else None)
+    write_run_config(out_dir, {"kind": "vae", "size": size, "init": None if init is None else str(init), **config},
+                     resume_changes if resume else None)
     return fit(vae, vae_loss_fn(train_cfg.augment), data, collate, train_cfg, out_dir, save_model, validate,
                resume=resume, model_file="vae.safetensors", progress=progress)
 
@@ -290,7 +300,8 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
                                          progress=False)
                 out.update({f"{kind}_{k}": v for k, v in quick_validity(systems, kind).items()})
             return out
-    write_run_config(out_dir, {"kind": "dit", "size": size, "vae_path": str(vae_path), **config},
+    write_run_config(out_dir, {"kind": "dit", "size": size, "vae_path": str(vae_path),
+                               "init": None if init is None else str(init), **config},
                      resume_changes if resume else None)
     return fit(dit, dit_loss_fn(flow_cfg, dit_cfg.cond_drop_prob), train_set, collate_latents, train_cfg, out_dir,
                save_model, validate, resume=resume, model_file="dit.safetensors", progress=progress)

@@ -121,7 +121,9 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"adit {args.command}: error: out of memory", file=sys.stderr)
         return EXIT_CODES["out_of_memory"]
     except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
+        # CUDA says "out of memory"; the CPU allocator (e.g. under `ulimit -v`) "can't allocate memory"
+        if any(text in str(exc).lower() for text in ("out of memory", "can't allocate memory",
+                                                      "cannot allocate memory")):
             print(f"adit {args.command}: error: out of memory: {exc}", file=sys.stderr)
             return EXIT_CODES["out_of_memory"]
         raise

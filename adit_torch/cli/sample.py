@@ -38,6 +38,12 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same samples)")
     p.add_argument("--batch-size", type=int, default=256, help="systems per forward pass")
     p.add_argument("--num-atoms", type=int, help="atoms per system (default: drawn from the training histogram)")
+    p.add_argument("--fragment", type=Path,
+                   help="inpainting: a structure file (extxyz, CIF, SDF; its first structure) whose atoms every "
+                        "sample keeps as its first atoms; the rest is generated (samples need more atoms than it)")
+    p.add_argument("--inpaint-rounds", type=int, default=2,
+                   help="with --fragment: sampling rounds; from the second on the kept atoms are encoded inside the "
+                        "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
     p.add_argument("--out", required=True, type=Path, help="output .extxyz file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -87,6 +93,21 @@ def _check(args) -> None:
     if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
         raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
                               "pass --num-atoms or use a checkpoint trained on them")
+    args.fragment_system = None
+    if args.inpaint_rounds < 1:
+        raise ConfigError(f"--inpaint-rounds must be at least 1, got {args.inpaint_rounds}")
+    if args.fragment is not None:
+        import numpy as np
+
+        from adit_torch.inpaint import check_fragment
+        from adit_torch.io import read_systems
+
+        systems = read_systems(args.fragment)
+        if len(systems) != 1:
+            raise ConfigError(f"--fragment {args.fragment}: holds {len(systems)} structures; give one")
+        args.fragment_system = systems[0]
+        check_fragment(args.fragment_system, args.kind,
+                       np.array([args.num_atoms if args.num_atoms is not None else args.fragment_system.num_atoms + 1]))
 
 
 def run_sample(args) -> int:
@@ -97,13 +118,15 @@ def run_sample(args) -> int:
     _check(args)
     systems, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
                                          args.seed, args.batch_size, args.num_atoms, args.device,
-                                         progress=not args.quiet, solver=args.solver, grid=args.time_grid)
+                                         progress=not args.quiet, solver=args.solver, grid=args.time_grid,
+                                         fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds)
     paths = output_paths(args.out, args.kind)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_systems(paths["extxyz"], systems)
     write_systems(paths["structures"], systems, kind="cif" if args.kind == "crystal" else "sdf")
     summary["num_written"] = len(systems)
     summary["settings"]["model"] = args.model
+    summary["settings"]["fragment"] = None if args.fragment is None else str(args.fragment)
     summary["files"] = {k: str(v) for k, v in paths.items()}
     tmp = paths["summary"].with_name(f".{paths['summary'].name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))

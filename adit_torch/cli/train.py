@@ -39,7 +39,9 @@ _FLAGS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": 
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=("mp20", "qm9", "joint"), help="training data (default: joint)")
+    p.add_argument("--dataset", help="training data: mp20, qm9, joint (default), or your own structures: a folder of "
+                                      "CIFs, an extxyz or SDF file, or a CSV with a `cif` column (90/10 train/val "
+                                      "split; fine-tune a shipped model with --init)")
     p.add_argument("--size", default="XS", choices=tuple(SIZES), help="model size from the registry (default XS)")
     p.add_argument("--out-dir", required=True, type=Path, help="run folder for checkpoints, logs and curves")
     p.add_argument("--settings", type=Path, help="JSON file with train/vae/dit/flow settings")
@@ -63,8 +65,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from state.safetensors")
     p.add_argument("--init", type=Path,
-                   help="start from the weights of this checkpoint (fine-tuning; train-vae also takes a DiT "
-                        "checkpoint and starts from its embedded VAE)")
+                   help="start from the weights of this checkpoint, or of a pretrained model by name such as "
+                        "adit-xs-joint (fine-tuning; train-vae also takes a DiT and starts from its embedded VAE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -77,7 +79,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("train-dit", help="train the diffusion transformer on a frozen VAE's latents",
                               description="Train the ADiT diffusion transformer by flow matching.")
     p.add_argument("--vae", required=True, type=Path,
-                   help="VAE checkpoint (vae.safetensors), or a DiT checkpoint whose embedded VAE is used")
+                   help="VAE checkpoint (vae.safetensors), or a DiT checkpoint (or pretrained model name) whose "
+                        "embedded VAE is used")
     _common(p)
     p.set_defaults(handler=run_train_dit)
 
@@ -157,6 +160,17 @@ def _resolve(args, kind: str) -> dict:
     return out
 
 
+def checkpoint_or_model(path: Path | None) -> Path | None:
+    """``path`` when it exists; else, when it names a pretrained model (``adit models``), that model's file."""
+    if path is None or path.exists():
+        return path
+    from adit_torch.pretrained import MODELS, pretrained_path
+
+    if str(path) in MODELS:
+        return pretrained_path(str(path))
+    return path  # reading it fails with the missing file's name
+
+
 def _report_changes(cfg: dict) -> None:
     for key, change in cfg.get("resume_changes", {}).items():
         print(f"resume: {key} {change['from']!r} -> {change['to']!r} (recorded in run_config.json)")
@@ -178,6 +192,7 @@ def run_train_vae(args) -> int:
     """Handler of ``adit train-vae``."""
     from adit_torch.recipes import train_vae
 
+    args.init = checkpoint_or_model(args.init)
     cfg = _resolve(args, "vae")
     _report_changes(cfg)
     return _run(lambda: train_vae(cfg["train"], cfg["vae"], cfg["size"], args.out_dir, resume=args.resume,
@@ -189,6 +204,7 @@ def run_train_dit(args) -> int:
     """Handler of ``adit train-dit``."""
     from adit_torch.recipes import train_dit
 
+    args.vae, args.init = checkpoint_or_model(args.vae), checkpoint_or_model(args.init)
     meta = read_metadata(args.vae)
     if meta["kind"] not in ("vae", "dit"):  # a DiT checkpoint embeds its VAE
         raise CheckpointError(f"--vae {args.vae} is a {meta['kind']} checkpoint, but train-dit needs a vae "

@@ -220,6 +220,52 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("ADIT_CACHE_DIR", Path.home() / ".cache" / "aiida-adit")) / "evaluate"
 
 
+#: Novelty keys of the QM9 training split made by :func:`reference_smiles`'s pipeline with the pinned
+#: RDKit, OpenBabel and pymatgen (``constraints.txt``), shipped so that the first default molecule
+#: evaluation on a machine need not run the pipeline over 100,000 molecules. Used only when the
+#: reference's digest and the installed versions match the ones recorded in the file
+#: (built by ``scripts/build_novelty_reference.py --qm9``).
+PACKAGED_KEYS = Path(__file__).resolve().parents[1] / "resources" / "qm9_train_novelty_keys.json.gz"
+
+
+def pipeline_versions() -> dict[str, str]:
+    """Versions of the libraries whose output the novelty keys depend on (RDKit, OpenBabel, pymatgen)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name, dist in (("rdkit", "rdkit"), ("openbabel", "openbabel-wheel"), ("pymatgen", "pymatgen-core")):
+        try:
+            out[name] = version(dist)
+        except PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+def reference_digest(systems: Sequence[Any]) -> str:
+    """24 hex digits identifying a molecule reference: atoms and positions (rounded to 1e-4 Å) and ``removeHs``."""
+    digest = hashlib.sha256(f"removeHs={REMOVE_HS}".encode())
+    for s in systems:
+        if isinstance(s, AtomicSystem):
+            digest.update(s.numbers.astype("<i8").tobytes())
+            digest.update(np.round(s.positions, 4).astype("<f8").tobytes())
+    return digest.hexdigest()[:24]
+
+
+def packaged_keys(digest: str, path: Path | None = None) -> set[str] | None:
+    """The packaged novelty keys when they were made from the reference ``digest`` by the installed
+    library versions (:func:`pipeline_versions`); ``None`` otherwise (missing, other data, other versions)."""
+    import gzip
+
+    path = PACKAGED_KEYS if path is None else path
+    try:
+        data = json.loads(gzip.decompress(path.read_bytes()))
+    except (OSError, ValueError):
+        return None
+    if data.get("digest") != digest or data.get("versions") != pipeline_versions():
+        return None
+    return set(data["keys"])
+
+
 def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool = False,
                      cache: bool = True) -> tuple[set[str], str]:
     """Reference novelty keys (:func:`novelty_key`) and how they were made.
@@ -230,10 +276,11 @@ def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool 
         workers: processes for the pipeline.
         progress: show a tqdm bar.
         cache: keep the result of a molecule reference on disk
-            (``$ADIT_CACHE_DIR/evaluate``), keyed by a hash of its atoms and positions.
+            (``$ADIT_CACHE_DIR/evaluate``), keyed by :func:`reference_digest`.
 
     Returns:
-        ``(keys, method)``.
+        ``(keys, method)``. For molecules the keys come from the disk cache, else from the packaged
+        QM9 training keys when they match (:func:`packaged_keys`), else from the pipeline.
     """
     items = list(reference)
     if items and all(isinstance(x, str) for x in items):
@@ -241,17 +288,16 @@ def reference_smiles(reference: Sequence[Any], workers: int = 1, progress: bool 
         return keys, "RDKit canonical SMILES (no stereo) of the given strings"
     systems = as_systems(items)
     method = "OpenBabel PDB -> RDKit pipeline on the reference 3D structures, SMILES without stereo"
-    digest = hashlib.sha256(f"removeHs={REMOVE_HS}".encode())
-    for s in systems:
-        if isinstance(s, AtomicSystem):
-            digest.update(s.numbers.tobytes())
-            digest.update(np.round(s.positions, 4).tobytes())
-    path = _cache_dir() / f"reference_keys_{digest.hexdigest()[:24]}.json"
+    digest = reference_digest(systems)
+    path = _cache_dir() / f"reference_keys_{digest}.json"
     if cache and path.exists():
         try:
             return set(json.loads(path.read_text())), method
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
+    out = packaged_keys(digest)
+    if out is not None:
+        return out, method + f" (packaged keys made with {pipeline_versions()})"
     out = {s for s in _map(_reference_key_of_system, systems, workers, progress, "reference SMILES") if s}
     if cache:
         from adit_torch.evaluate.report import write_json

@@ -22,6 +22,7 @@ from aiida_adit.data.checkpoint import CheckpointData
 KINDS = ("crystal", "molecule")
 MODEL_NAME = "model.safetensors"
 OUTPUT_NAME = "samples.extxyz"
+FRAGMENT_NAME = "fragment.extxyz"
 SUMMARY_NAME = "samples.summary.json"
 #: Most samples one CalcJob may ask for (each becomes a node; see docs/aiida.md on scaling).
 MAX_SAMPLES = 100_000
@@ -101,6 +102,21 @@ def validate_checkpoint(value: CheckpointData, _) -> str | None:
     return validate_checkpoint_kind(value, ("dit",), "checkpoint")
 
 
+def validate_fragment_inputs(inputs, _) -> str | None:
+    """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given."""
+    fragment = inputs.get("fragment")
+    if fragment is None or "kind" not in inputs:
+        return None
+    periodic = any(fragment.pbc)
+    if periodic != (inputs["kind"].value == "crystal"):
+        return (f"`fragment` is {'periodic' if periodic else 'not periodic'} but `kind` is "
+                f"{inputs['kind'].value!r}: crystals keep periodic fragments, molecules non-periodic ones")
+    if "num_atoms" in inputs and inputs["num_atoms"].value <= len(fragment.sites):
+        return (f"`num_atoms` is {inputs['num_atoms'].value}; samples need more atoms than the fragment's "
+                f"{len(fragment.sites)}")
+    return None
+
+
 class AditSampleCalculation(AditCalculation):
     """Generate ``num_samples`` crystals or molecules from a DiT checkpoint."""
 
@@ -160,7 +176,17 @@ class AditSampleCalculation(AditCalculation):
             help="Atoms per generated system (`adit sample --num-atoms`); by default every sample draws its count "
             "from the model's training histogram.",
         )
+        spec.input(
+            "fragment",
+            valid_type=orm.StructureData,
+            required=False,
+            help="Inpainting (`adit sample --fragment`): atoms every sample keeps as its first atoms, the rest "
+            "generated. A periodic structure keeps sites (types and fractional coordinates) for crystals; a "
+            "non-periodic one keeps atoms (types and positions) for molecules. Samples need more atoms than it; "
+            "the summary reports how well they kept it (`inpainting`).",
+        )
         spec.inputs["metadata"]["options"]["parser_name"].default = "adit.sample"
+        spec.inputs.validator = validate_fragment_inputs
 
         spec.output_namespace(
             "structures",
@@ -205,6 +231,14 @@ class AditSampleCalculation(AditCalculation):
         for port, flag in (("batch_size", "--batch-size"), ("num_atoms", "--num-atoms"), ("device", "--device")):
             if port in self.inputs:
                 cmdline += [flag, self.inputs[port].value]
+        if "fragment" in self.inputs:
+            atoms = self.inputs.fragment.get_ase()
+            if not any(self.inputs.fragment.pbc):
+                atoms.set_cell(None)
+                atoms.pbc = False
+            with folder.open(FRAGMENT_NAME, "w") as handle:
+                atoms.write(handle, format="extxyz")
+            cmdline += ["--fragment", FRAGMENT_NAME]
         return self.make_calc_info(
             cmdline,
             retrieve=[SUMMARY_NAME],

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from aiida import orm
 
@@ -155,6 +156,52 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
     # the batch size (which the restart work chain halves after 410) and the atom count are inputs too
     _, calc_info = generate_calc_job("adit.sample", {**inputs, "batch_size": orm.Int(32), "num_atoms": orm.Int(9)})
     assert calc_info.codes_info[0].cmdline_params[-4:] == ["--batch-size", "32", "--num-atoms", "9"]
+
+
+def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
+    """Inpainting through AiiDA: the fragment StructureData becomes `fragment.extxyz` and `--fragment`; a
+    molecule fragment is written without a cell, so `adit sample` reads it as a molecule."""
+    from ase.build import bulk, molecule
+
+    from adit_torch.io import read_systems
+    from aiida_adit.structures import atoms_to_structure
+
+    inputs = {"code": adit_code(), "checkpoint": _ckpt(make_checkpoint, "dit"), "num_samples": orm.Int(2),
+              "kind": orm.Str("molecule"), "num_atoms": orm.Int(12), "metadata": {"options": OPTIONS},
+              "fragment": atoms_to_structure(molecule("C6H6")[:6])}
+    folder, calc_info = generate_calc_job("adit.sample", inputs)
+    assert calc_info.codes_info[0].cmdline_params[-2:] == ["--fragment", "fragment.extxyz"]
+    (frag,) = read_systems(folder / "fragment.extxyz")
+    assert not frag.is_periodic and frag.formula == "C6"
+    from scipy.spatial.distance import pdist
+
+    ring = molecule("C6H6")[:6]
+    np.testing.assert_allclose(pdist(frag.positions), pdist(ring.positions), atol=1e-6)  # geometry kept
+
+    crystal = {**inputs, "kind": orm.Str("crystal"), "fragment": atoms_to_structure(bulk("NaCl", "rocksalt", 5.6))}
+    folder, _ = generate_calc_job("adit.sample", crystal)
+    (frag,) = read_systems(folder / "fragment.extxyz")
+    assert frag.is_periodic and frag.formula == "NaCl"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "crystal"}, "`fragment` is not periodic but `kind` is 'crystal'"),
+        ({"num_atoms": 6}, "samples need more atoms than the fragment's 6"),
+    ],
+)
+def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, changes, message):
+    from aiida.plugins import CalculationFactory
+    from ase.build import molecule
+
+    from aiida_adit.structures import atoms_to_structure
+
+    inputs = {"code": adit_code(), "checkpoint": _ckpt(make_checkpoint, "dit"), "num_samples": orm.Int(2),
+              "kind": orm.Str(changes.get("kind", "molecule")), "num_atoms": orm.Int(changes.get("num_atoms", 12)),
+              "fragment": atoms_to_structure(molecule("C6H6")[:6])}
+    with pytest.raises(ValueError, match=message):
+        CalculationFactory("adit.sample")(inputs=inputs)
 
 
 @pytest.mark.parametrize(

@@ -111,6 +111,53 @@ def test_reference_smiles_from_3d_are_cached(qm9_sample, tmp_path, monkeypatch):
     assert second == first
 
 
+def _write_packaged(path, digest, versions, keys):
+    import gzip
+    import json
+
+    path.write_bytes(gzip.compress(json.dumps({"digest": digest, "versions": versions, "keys": keys}).encode()))
+
+
+def test_packaged_keys_serve_only_their_own_reference_and_library_versions(qm9_sample, tmp_path, monkeypatch):
+    """Packaged keys stand in for the pipeline only for the reference they were made from and under the
+    library versions that made them; any other reference or version runs the pipeline."""
+    from adit_torch.evaluate import molecules
+
+    monkeypatch.setenv("ADIT_CACHE_DIR", str(tmp_path / "cache"))
+    reference = qm9_sample[:6]
+    digest = molecules.reference_digest(reference)
+    packaged = tmp_path / "keys.json.gz"
+    monkeypatch.setattr(molecules, "PACKAGED_KEYS", packaged)
+    _write_packaged(packaged, digest, molecules.pipeline_versions(), ["C", "CC"])
+    keys, method = reference_smiles(reference)
+    assert keys == {"C", "CC"} and "packaged" in method
+    assert not list((tmp_path / "cache").rglob("reference_keys_*.json"))  # nothing computed, nothing cached
+
+    real, method = reference_smiles(qm9_sample[:5])  # another reference: computed
+    assert "packaged" not in method and len(real) >= 4 and real != {"C", "CC"}
+
+    other = dict(molecules.pipeline_versions(), rdkit="2000.1.1")
+    _write_packaged(packaged, digest, other, ["C", "CC"])
+    keys, method = reference_smiles(reference)
+    assert "packaged" not in method and keys != {"C", "CC"} and len(keys) >= 5
+
+
+def test_shipped_qm9_keys_were_made_with_the_pinned_libraries():
+    """The packaged QM9 novelty keys record the versions of constraints.txt; refreshing the pins
+    without rebuilding them (scripts/build_novelty_reference.py --qm9) fails here."""
+    import gzip
+    import json
+
+    from adit_torch.evaluate.molecules import PACKAGED_KEYS
+
+    data = json.loads(gzip.decompress(PACKAGED_KEYS.read_bytes()))
+    assert data["reference"] == "qm9:train" and data["num_molecules"] > 90_000 and len(data["keys"]) > 50_000
+    pins = dict(line.strip().split("==") for line in (Path(__file__).resolve().parents[3] / "constraints.txt")
+                .read_text().splitlines() if "==" in line and not line.startswith("#"))
+    assert data["versions"] == {"rdkit": pins["rdkit"], "openbabel": pins["openbabel-wheel"],
+                                "pymatgen": pins["pymatgen-core"]}
+
+
 def test_posebusters_subset_reports_every_check_with_wilson_intervals(qm9_sample):
     records = [check_molecule(m) for m in qm9_sample[:6]]
     valid = [i for i, r in enumerate(records) if r["valid"]]

@@ -1,0 +1,201 @@
+"""Inpainting (motif scaffolding): keep given atoms, generate the rest, in the per-atom latent space.
+
+ADiT's latents are one token per atom, so a fragment to keep is a set of tokens. The fragment
+(a molecule's atoms with positions, or a crystal's sites with fractional coordinates in their
+cell) is encoded once by the VAE (posterior mean, in the DiT's normalised units); its ``k``
+tokens take the first ``k`` places of every sample of ``N > k`` atoms.
+
+During integration, the denoiser's clean prediction on the kept tokens is replaced by the
+fragment's latents (:class:`KeepKnown`). With the flow ``x_t = t x1 + (1 - t) x0`` and the
+velocity ``(x1_hat - x_t) / (1 - t)``, this moves each kept token on the straight path from its
+own noise to its latent, so at every step it holds exactly its noised encoding (the replacement
+of RePaint, without re-noising the state by hand) and it ends on the latent itself, for any
+solver and time grid. The generated tokens see the kept ones through the DiT's attention at
+every step.
+
+The kept atoms survive only as far as the decoder reproduces them from latents made in a
+smaller context: :func:`kept_fidelity` measures it (types kept, RMSD of the kept part after
+the best rigid or periodic alignment), and ``benchmarks/inpainting.py`` reports it together
+with the validity of the completions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from adit_torch.errors import ConfigError
+from adit_torch.system import AtomicSystem
+
+
+def encode_fragment(vae, fragment: AtomicSystem, stats: dict[str, Any], device="cpu") -> torch.Tensor:
+    """The fragment's latents in the DiT's normalised units.
+
+    Args:
+        vae: the DiT's VAE (eval mode).
+        fragment: the atoms to keep (``k`` atoms; a crystal's sites in their cell).
+        stats: the checkpoint's ``data`` header (``latent_mean``, ``latent_std``).
+
+    Returns:
+        ``(k, latent)`` posterior means, ``(z - latent_mean) / latent_std``.
+    """
+    from adit_torch.batching import collate
+
+    batch = collate([fragment.validate()])
+    batch = type(batch)(**{k: v.to(device) for k, v in vars(batch).items()})
+    with torch.no_grad():
+        mean, _ = vae.encode(batch)
+    dim = mean.shape[-1]
+    mu = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
+    sd = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
+    return ((mean[0] - mu) / sd)[: fragment.num_atoms]
+
+
+def check_fragment(fragment: AtomicSystem, kind: str, counts: np.ndarray) -> None:
+    """Refuse a fragment that does not fit the request: wrong kind, or samples not larger than it."""
+    if fragment.is_periodic != (kind == "crystal"):
+        raise ConfigError(f"the fragment is a {'crystal' if fragment.is_periodic else 'molecule'} "
+                          f"({fragment.formula}) but {kind}s were asked for")
+    small = counts[counts <= fragment.num_atoms]
+    if len(small):
+        raise ConfigError(f"every sample needs more atoms than the fragment's {fragment.num_atoms} "
+                          f"({fragment.formula}); got {int(small.min())}")
+
+
+class KeepKnown:
+    """Wrap a denoiser so that the first ``k`` tokens' clean prediction is the fragment's latents.
+
+    Args:
+        net: the denoiser ``(x (B, N, D), t (B,), self_cond) -> x1_hat (B, N, D)``.
+        known: ``(k, D)`` latents of the kept tokens (normalised units), the same for every row, or
+            ``(B, k, D)``, one set per row.
+    """
+
+    def __init__(self, net, known: torch.Tensor):
+        self.net, self.known = net, known
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
+        """The wrapped prediction with tokens ``0..k-1`` set to the known latents."""
+        out = self.net(x, t, self_cond).clone()
+        out[:, : self.known.shape[-2]] = self.known.to(out.dtype)
+        return out
+
+
+def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
+    """``sample`` with its first ``k`` atoms replaced by the fragment's, placed where the sample put them:
+    the fragment rigidly aligned onto them (molecules) or shifted by their best common translation
+    (crystals, fractional coordinates in the sample's cell)."""
+    k = fragment.num_atoms
+    numbers = sample.numbers.copy()
+    numbers[:k] = fragment.numbers
+    if fragment.is_periodic:
+        diff = sample.frac_coords[:k] - fragment.frac_coords
+        angle = 2 * np.pi * diff
+        shift = np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
+        frac = sample.frac_coords.copy()
+        frac[:k] = np.mod(fragment.frac_coords + shift, 1.0)
+        return AtomicSystem.from_fractional(numbers, frac, sample.lattice)
+    a, b = sample.positions[:k], fragment.positions
+    ca, cb = a.mean(0), b.mean(0)
+    rot = np.eye(3)
+    if k > 1:
+        u, _, vt = np.linalg.svd((b - cb).T @ (a - ca))
+        rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+    pos = sample.positions.copy()
+    pos[:k] = (b - cb) @ rot + ca
+    return AtomicSystem(numbers, pos)
+
+
+def encode_in_context(vae, fragment: AtomicSystem, samples: list[AtomicSystem], previous: torch.Tensor,
+                      stats: dict[str, Any], device="cpu") -> torch.Tensor:
+    """Latents of the kept atoms encoded inside each completion (a refinement round).
+
+    The fragment is placed into each completion (:func:`_placed`) and the whole system encoded, so
+    the kept tokens' latents are made in the context and frame of a full system, as the DiT saw
+    latents in training, instead of the fragment's alone.
+
+    Args:
+        samples: the completions of the previous round (M systems, fragment first).
+        previous: ``(k, D)`` or ``(M, k, D)`` latents used in that round; kept for failed decodes.
+
+    Returns:
+        ``(M, k, D)`` latents in normalised units.
+    """
+    from adit_torch.batching import collate
+
+    k = fragment.num_atoms
+    out = previous.expand(len(samples), *previous.shape[-2:]).clone()
+    rows = [i for i, s in enumerate(samples) if not s.info.get("decode_failed")]
+    if not rows:
+        return out
+    batch = collate([_placed(fragment, samples[i]) for i in rows])
+    batch = type(batch)(**{key: v.to(device) for key, v in vars(batch).items()})
+    with torch.no_grad():
+        mean, _ = vae.encode(batch)
+    dim = mean.shape[-1]
+    mu = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
+    sd = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
+    out[rows] = ((mean[:, :k] - mu) / sd).to(out.dtype)
+    return out
+
+
+def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """RMSD (Å) of ``b (k, 3)`` onto ``a (k, 3)`` after the best rotation and translation."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    if len(a) == 1:
+        return 0.0
+    u, _, vt = np.linalg.svd(b.T @ a)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1.0, 1.0, d]) @ vt
+    return float(np.sqrt(((b @ rot - a) ** 2).sum(1).mean()))
+
+
+def _periodic_rmsd(frag: AtomicSystem, sample: AtomicSystem) -> float:
+    """RMSD (Å, in the sample's cell) of the kept sites' fractional coordinates after the best
+    common translation (circular mean of the differences)."""
+    k = frag.num_atoms
+    diff = sample.frac_coords[:k] - frag.frac_coords
+    angle = 2 * np.pi * diff
+    shift = np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
+    d = diff - shift
+    d -= np.round(d)
+    cart = d @ sample.lattice
+    return float(np.sqrt((cart ** 2).sum(1).mean()))
+
+
+def kept_fidelity(fragment: AtomicSystem, sample: AtomicSystem) -> dict[str, Any]:
+    """How well a completion kept the fragment (its first ``k`` atoms).
+
+    Returns:
+        ``{"types_kept": bool, "rmsd": Å or None}``: the kept atoms' elements equal the
+        fragment's, and the RMSD of their positions after the best rigid alignment (molecules)
+        or the best common translation of fractional coordinates (crystals); ``None`` for a
+        failed decode.
+    """
+    k = fragment.num_atoms
+    if sample.info.get("decode_failed") or sample.num_atoms < k:
+        return {"types_kept": False, "rmsd": None}
+    types = bool(np.array_equal(sample.numbers[:k], fragment.numbers))
+    if fragment.is_periodic:
+        return {"types_kept": types, "rmsd": _periodic_rmsd(fragment, sample)}
+    return {"types_kept": types, "rmsd": _kabsch_rmsd(fragment.positions, sample.positions[:k])}
+
+
+def fidelity_summary(fragment: AtomicSystem, samples: list[AtomicSystem]) -> dict[str, Any]:
+    """Per-sample :func:`kept_fidelity` in ``info`` and their summary: fraction with the types kept,
+    median and 90th-percentile RMSD (Å) of the kept part over decoded samples."""
+    rmsds, kept = [], 0
+    for s in samples:
+        f = kept_fidelity(fragment, s)
+        s.info["kept_types"] = f["types_kept"]
+        if f["rmsd"] is not None:
+            s.info["kept_rmsd"] = round(f["rmsd"], 4)
+            rmsds.append(f["rmsd"])
+        kept += f["types_kept"]
+    n = max(1, len(samples))
+    return {"fragment": fragment.formula, "kept_atoms": fragment.num_atoms, "types_kept": kept / n,
+            "rmsd_median": float(np.median(rmsds)) if rmsds else None,
+            "rmsd_p90": float(np.percentile(rmsds, 90)) if rmsds else None}
