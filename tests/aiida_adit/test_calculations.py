@@ -181,7 +181,7 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
     crystal = {**inputs, "kind": orm.Str("crystal"), "fragment": atoms_to_structure(bulk("NaCl", "rocksalt", 5.6))}
     folder, _ = generate_calc_job("adit.sample", crystal)
     (frag,) = read_systems(folder / "fragment.extxyz")
-    assert frag.is_periodic and frag.formula == "NaCl"
+    assert frag.is_periodic and sorted(frag.numbers) == [11, 17]
 
 
 @pytest.mark.parametrize(
