@@ -122,6 +122,42 @@ def test_a_failing_run_is_reported_whatever_append_text_runs(aiida_profile_clean
     assert node.outputs.retrieved.base.repository.get_object_content("_adit_status").strip() == "2"
 
 
+#: Address-space limit (KiB) for the out-of-memory run: a batch of 128 systems of 1,000 atoms needs more,
+#: 64 fit (measured on the CI machine: 128 fails at 1.1 and 1.2 GiB, 64 passes at both; the work chain
+#: halves again if a machine needs less than 64).
+OOM_LIMIT_KIB = 1_150_000
+
+
+@pytest.mark.slow
+def test_sample_out_of_memory_for_real_reruns_with_half_the_batch(aiida_profile_clean, adit_code, fixture_folder):
+    """A real `adit sample` under `ulimit -v` runs out of memory (410); the work chain resubmits with half
+    the batch until one fits and finishes with every structure asked for."""
+    from aiida.plugins import WorkflowFactory
+
+    checkpoint = CheckpointData.get_or_create(fixture_folder("train_dit", "temporary") / "dit.safetensors")
+    sample = {
+        "code": adit_code("adit.sample"),
+        "checkpoint": checkpoint,
+        "num_samples": orm.Int(128),
+        "batch_size": orm.Int(128),
+        "num_atoms": orm.Int(1000),
+        "kind": orm.Str("molecule"),
+        "steps": orm.Int(1),
+        "metadata": {"options": {"max_wallclock_seconds": 600, "prepend_text": f"ulimit -v {OOM_LIMIT_KIB}",
+                                 "environment_variables": {"OMP_NUM_THREADS": "1"}}},
+    }
+    _, node = run_get_node(WorkflowFactory("adit.sample"), sample=sample)
+    assert node.is_finished_ok, node.exit_message
+    calcs = sorted(node.called, key=lambda n: n.ctime)
+    assert calcs[0].exit_status == 410
+    assert "can't allocate memory" in calcs[0].exit_message
+    batches = [c.inputs.batch_size.value for c in calcs]
+    assert batches == [128 // 2**i for i in range(len(calcs))]  # halved at every rerun
+    assert all(c.exit_status == 410 for c in calcs[:-1]) and calcs[-1].is_finished_ok
+    assert len(node.outputs.structures) == 128
+    assert node.outputs.summary["settings"]["batch_size"] == batches[-1]
+
+
 def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, make_checkpoint):
     code = adit_code("adit.sample")
     vae = CheckpointData(file=str(make_checkpoint("vae"))).store()
