@@ -37,6 +37,19 @@ FORWARD_FIXED_S = 5e-3
 FORWARD_TOKEN_S = 110e-6
 
 
+#: Network precisions of the sampler: float32, or bfloat16 autocast (GPU speed; the state stays float32).
+PRECISIONS = ("fp32", "bf16")
+
+
+def _autocast(device, precision: str):
+    """bfloat16 autocast on ``device`` for ``precision == "bf16"``, else a no-op context."""
+    import contextlib
+
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def draw_num_atoms(hist: dict[str, int], n: int, generator: torch.Generator) -> np.ndarray:
     """``n`` atom counts ``(n,)`` drawn from a histogram ``{"N": count}``."""
     sizes = np.array([int(k) for k in hist], dtype=np.int64)
@@ -95,19 +108,23 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
 def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
-                   solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None):
+                   solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None,
+                   precision: str = "fp32"):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`; ``known`` ``(k, latent)`` or ``(num_samples, k, latent)``
     (normalised units, see :func:`adit_torch.inpaint.encode_fragment`) fixes the first ``k`` tokens of every sample
     (:class:`adit_torch.inpaint.KeepKnown`); atom counts drawn from the histogram are then drawn
-    among the counts above ``k``. Yields ``(idx, z, mask, periodic, dataset)`` per group:
+    among the counts above ``k``. ``precision="bf16"`` runs the network under bfloat16 autocast
+    (the ODE state stays float32). Yields ``(idx, z, mask, periodic, dataset)`` per group:
     ``idx`` the sample indices ``(B,)``, ``z (B, N, latent)`` un-normalised VAE latents (zero on
     padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
     :meth:`adit_torch.vae.VAE.decode_to_systems`.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if num_samples <= 0 or batch_size <= 0:
         raise ConfigError("num_samples and batch_size must be positive")
     steps = flow_cfg.steps if steps is None else int(steps)
@@ -153,7 +170,9 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
         net = GuidedDenoiser(dit, mask, cond, scale, times)
         if known is not None:
             net = KeepKnown(net, known if known.dim() == 2 else known[torch.as_tensor(idx, device=known.device)])
-        z, _ = solve(net, x0, mask, ts, solver, dit.cfg.self_condition, final_clean)
+        with _autocast(device, precision):
+            z, _ = solve(net, x0, mask, ts, solver, dit.cfg.self_condition, final_clean)
+        z = z.float()
         z = (z * std + mean) * mask.unsqueeze(-1)
         periodic = torch.full((bsz,), label == CRYSTAL, dtype=torch.bool, device=device)
         dataset = torch.full((bsz,), 0 if label == CRYSTAL else 1, dtype=torch.long, device=device)
@@ -165,7 +184,8 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform",
-                   fragment: AtomicSystem | None = None, inpaint_rounds: int = 2) -> list[AtomicSystem]:
+                   fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
+                   precision: str = "fp32") -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
@@ -187,6 +207,7 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
             second on, the kept atoms' latents are encoded inside the previous round's completions
             (:func:`adit_torch.inpaint.encode_in_context`), from the same noise. Two rounds halve the
             kept part's RMSD of the first (``benchmarks/results/inpainting_adit-xs-joint.json``).
+        precision: ``"fp32"`` or ``"bf16"`` (the DiT under bfloat16 autocast; decoding stays float32).
     """
     if inpaint_rounds < 1:
         raise ConfigError(f"inpaint_rounds must be at least 1, got {inpaint_rounds}")
@@ -204,7 +225,7 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         out = [None] * num_samples
         for idx, z, mask, periodic, dataset in sample_latents(dit, flow_cfg, stats, kind, num_samples, steps,
                                                                cfg_scale, seed, batch_size, num_atoms, device,
-                                                               progress, solver, grid, known):
+                                                               progress, solver, grid, known, precision):
             for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
                 s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                 out[j] = s
@@ -240,8 +261,8 @@ def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
 def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = None, cfg_scale: float | None = None,
                       seed: int = 0, batch_size: int = 256, num_atoms=None, device="cpu",
                       progress: bool = True, solver: str = "euler", grid: str = "uniform",
-                      fragment: AtomicSystem | None = None,
-                      inpaint_rounds: int = 2) -> tuple[list[AtomicSystem], dict[str, Any]]:
+                      fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
+                      precision: str = "fp32") -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
     two halves of guidance; with a ``fragment``, ``inpainting``: how well the samples kept it, see
@@ -252,7 +273,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     dit, vae, flow_cfg, meta = load_dit(path, device)
     t_load = time.time() - t0
     systems = sample_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
-                             batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds)
+                             batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
+                             precision)
     n_steps = steps or flow_cfg.steps
     scale = flow_cfg.cfg_scale if cfg_scale is None else cfg_scale
     rounds = inpaint_rounds if fragment is not None else 1
@@ -263,6 +285,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
         "num_failed_decodes": sum(bool(s.info.get("decode_failed")) for s in systems),
         "nfe": nfe, "forward_passes_per_sample": nfe * (1 if scale == 1.0 else 2),
         "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
+                     "precision": precision,
                      "cfg_scale": scale, "seed": seed,
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},

@@ -16,6 +16,7 @@ from adit_torch.checkpoint import read_metadata
 from adit_torch.cli import IncompleteOutputError
 from adit_torch.errors import CheckpointError, ConfigError
 from adit_torch.flow import SOLVERS, TIME_GRIDS, time_grid
+from adit_torch.sample import PRECISIONS
 
 
 def register(subparsers) -> None:
@@ -45,6 +46,8 @@ def register(subparsers) -> None:
                    help="with --fragment: sampling rounds; from the second on the kept atoms are encoded inside the "
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="network precision: fp32, or bf16 autocast (for GPUs; the ODE state stays fp32)")
     p.add_argument("--out", required=True, type=Path, help="output .extxyz file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_sample)
@@ -119,7 +122,8 @@ def run_sample(args) -> int:
     systems, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
                                          args.seed, args.batch_size, args.num_atoms, args.device,
                                          progress=not args.quiet, solver=args.solver, grid=args.time_grid,
-                                         fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds)
+                                         fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
+                                         precision=args.precision)
     paths = output_paths(args.out, args.kind)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_systems(paths["extxyz"], systems)

@@ -106,3 +106,36 @@ def test_shipped_tiny_checkpoint_samples_both_kinds():
         systems, summary = sample_checkpoint(path, kind, 4, steps=3, seed=0, progress=False)
         assert summary["num_written"] == 4 and len(systems) == 4
         assert all(s.is_periodic == (kind == "crystal") for s in systems)
+
+
+def test_bf16_autocast_samples_follow_the_fp32_ones(models):
+    """``precision="bf16"``: the DiT runs under bfloat16 autocast, the latents come back float32 and
+    close to the float32 run's (same noise); an unknown precision is refused."""
+    from adit_torch.sample import sample_latents
+
+    dit, _ = models
+    runs = {p: list(sample_latents(dit, FlowConfig(steps=4), STATS, "crystal", 6, progress=False, precision=p))
+            for p in ("fp32", "bf16")}
+    for (_, z32, mask, _, _), (_, z16, _, _, _) in zip(runs["fp32"], runs["bf16"]):
+        assert z16.dtype == torch.float32
+        scale = z32[mask].abs().max()
+        assert (z16[mask] - z32[mask]).abs().max() < 0.05 * scale
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16"):
+        next(sample_latents(dit, FlowConfig(steps=2), STATS, "crystal", 2, progress=False, precision="fp8"))
+
+
+def test_gpu_sampling_benchmark_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_sampling.py, the one-command GPU timing, runs end to end on the CPU at toy settings."""
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_sampling.py"
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, str(script), "--device", "cpu", "--sizes", "XS", "--num", "8", "--steps", "2",
+                    "--few-steps", "2", "--batch-size", "8", "--repeats", "1", "--out", str(out)],
+                   check=True, capture_output=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["precision"], r["solver"]) for r in rows] == [("fp32", "euler"), ("fp32", "heun"),
+                                                              ("bf16", "euler"), ("bf16", "heun")]
+    assert all(0 < r["seconds_per_1000_integration"] <= r["seconds_per_1000_with_decoding"] for r in rows)
