@@ -102,6 +102,15 @@ def validate_checkpoint(value: CheckpointData, _) -> str | None:
     return validate_checkpoint_kind(value, ("dit",), "checkpoint")
 
 
+def validate_precision(value: orm.Str, _) -> str | None:
+    """``precision`` must be one of ``adit sample --precision``."""
+    from adit_torch.sample import PRECISIONS
+
+    if value.value not in PRECISIONS:
+        return f"`precision` is {value.value!r}; expected one of {', '.join(PRECISIONS)}"
+    return None
+
+
 def validate_fragment_inputs(inputs, _) -> str | None:
     """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given."""
     fragment = inputs.get("fragment")
@@ -160,6 +169,13 @@ class AditSampleCalculation(AditCalculation):
             help="Time grid (`adit sample --time-grid`): uniform, power (denser near the data) or reference.",
         )
         spec.input("device", valid_type=orm.Str, required=False, validator=validate_device, help="`cpu` or `cuda`.")
+        spec.input(
+            "precision",
+            valid_type=orm.Str,
+            required=False,
+            validator=validate_precision,
+            help="Network precision (`adit sample --precision`): fp32 (default) or bf16 autocast, for GPUs.",
+        )
         spec.input(
             "batch_size",
             valid_type=orm.Int,
@@ -228,7 +244,8 @@ class AditSampleCalculation(AditCalculation):
             "--out",
             OUTPUT_NAME,
         ]
-        for port, flag in (("batch_size", "--batch-size"), ("num_atoms", "--num-atoms"), ("device", "--device")):
+        for port, flag in (("batch_size", "--batch-size"), ("num_atoms", "--num-atoms"), ("device", "--device"),
+                           ("precision", "--precision")):
             if port in self.inputs:
                 cmdline += [flag, self.inputs[port].value]
         if "fragment" in self.inputs:

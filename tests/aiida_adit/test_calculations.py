@@ -154,8 +154,10 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
     assert calc_info.local_copy_list == [(dit.uuid, dit.filename, "model.safetensors")]
     assert calc_info.retrieve_temporary_list == ["samples.extxyz"]
     # the batch size (which the restart work chain halves after 410) and the atom count are inputs too
-    _, calc_info = generate_calc_job("adit.sample", {**inputs, "batch_size": orm.Int(32), "num_atoms": orm.Int(9)})
-    assert calc_info.codes_info[0].cmdline_params[-4:] == ["--batch-size", "32", "--num-atoms", "9"]
+    _, calc_info = generate_calc_job("adit.sample", {**inputs, "batch_size": orm.Int(32), "num_atoms": orm.Int(9),
+                                                     "precision": orm.Str("bf16")})
+    assert calc_info.codes_info[0].cmdline_params[-6:] == ["--batch-size", "32", "--num-atoms", "9",
+                                                           "--precision", "bf16"]
 
 
 def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
@@ -215,6 +217,7 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("solver", lambda: orm.Str("rk4"), "expected one of euler, heun, midpoint"),
         ("time_grid", lambda: orm.Str("cosine"), "expected one of uniform, power, reference"),
         ("num_atoms", lambda: orm.Int(-1), "`num_atoms` is -1; expected a positive integer"),
+        ("precision", lambda: orm.Str("fp8"), "`precision` is 'fp8'; expected one of fp32, bf16"),
         ("checkpoint", None, "is of kind `vae`, expected `dit`"),
     ],
 )
