@@ -187,15 +187,21 @@ def kept_fidelity(fragment: AtomicSystem, sample: AtomicSystem) -> dict[str, Any
 def fidelity_summary(fragment: AtomicSystem, samples: list[AtomicSystem]) -> dict[str, Any]:
     """Per-sample :func:`kept_fidelity` in ``info`` and their summary: fraction with the types kept,
     median and 90th-percentile RMSD (Å) of the kept part over decoded samples."""
-    rmsds, kept = [], 0
+    rmsds, kept = [], []
     for s in samples:
         f = kept_fidelity(fragment, s)
         s.info["kept_types"] = f["types_kept"]
         if f["rmsd"] is not None:
             s.info["kept_rmsd"] = round(f["rmsd"], 4)
             rmsds.append(f["rmsd"])
-        kept += f["types_kept"]
-    n = max(1, len(samples))
-    return {"fragment": fragment.formula, "kept_atoms": fragment.num_atoms, "types_kept": kept / n,
+        kept.append(f["types_kept"])
+    return fidelity_stats(fragment, kept, rmsds)
+
+
+def fidelity_stats(fragment: AtomicSystem, kept: list[bool], rmsds: list[float]) -> dict[str, Any]:
+    """``{"fragment", "kept_atoms", "types_kept" (fraction), "rmsd_median", "rmsd_p90" (Å)}`` from
+    per-sample flags (elements kept) and RMSDs (decoded samples only)."""
+    return {"fragment": fragment.formula, "kept_atoms": fragment.num_atoms,
+            "types_kept": float(np.mean(kept)) if kept else 0.0,
             "rmsd_median": float(np.median(rmsds)) if rmsds else None,
             "rmsd_p90": float(np.percentile(rmsds, 90)) if rmsds else None}

@@ -24,6 +24,7 @@ import gzip
 import io
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -383,15 +384,30 @@ def _cif_text(system: AtomicSystem) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_extxyz(tmp: Path, systems) -> None:
-    from ase.io import write as ase_write
-
+def _ase_frames(systems) -> list:
     frames = []
     for s in systems:
         atoms = s.to_ase()
         atoms.info = {k: v for k, v in s.info.items() if isinstance(v, (str, int, float, bool)) and k != "source"}
         frames.append(atoms)
-    ase_write(tmp, frames, format="extxyz")
+    return frames
+
+
+def _write_extxyz(tmp: Path, systems) -> None:
+    from ase.io import write as ase_write
+
+    ase_write(tmp, _ase_frames(systems), format="extxyz")
+
+
+def _sdf_mol(s: AtomicSystem, perceive_bonds: bool):
+    mol = s.to_rdkit()
+    if perceive_bonds:
+        mol = _with_bonds(mol)
+    mol.SetProp("_Name", s.label)
+    for key, value in s.info.items():
+        if key != "source" and isinstance(value, (str, int, float, bool)):
+            mol.SetProp(str(key), str(value))
+    return mol
 
 
 def _write_sdf(tmp: Path, systems, perceive_bonds: bool) -> None:
@@ -400,16 +416,82 @@ def _write_sdf(tmp: Path, systems, perceive_bonds: bool) -> None:
     writer = Chem.SDWriter(str(tmp))
     try:
         for s in systems:
-            mol = s.to_rdkit()
-            if perceive_bonds:
-                mol = _with_bonds(mol)
-            mol.SetProp("_Name", s.label)
-            for key, value in s.info.items():
-                if key != "source" and isinstance(value, (str, int, float, bool)):
-                    mol.SetProp(str(key), str(value))
-            writer.write(mol)
+            writer.write(_sdf_mol(s, perceive_bonds))
     finally:
         writer.close()
+
+
+class StreamWriter:
+    """Write systems to ``path`` as they come (extxyz, SDF or a folder of numbered CIFs), in order.
+
+    Everything goes to a temporary file (or folder) beside ``path``, which replaces ``path`` when the
+    writer closes normally; after an error (used as a context manager) it is removed, so ``path`` is
+    either complete or untouched, never half-written. Memory holds one batch, not the whole output.
+
+    Args:
+        path: output file, or folder for ``kind="cif"``.
+        kind: ``"extxyz"``, ``"sdf"`` (molecules; no bonds) or ``"cif"`` (crystals).
+    """
+
+    def __init__(self, path: str | os.PathLike, kind: str):
+        self.path, self.kind, self.count = Path(path), kind, 0
+        if kind not in ("extxyz", "sdf", "cif"):
+            raise DataFormatError(f"{path}: cannot stream kind {kind!r}; expected extxyz, sdf or cif")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        if kind == "extxyz":
+            self._handle = open(self.tmp, "w", encoding="utf-8")
+        elif kind == "sdf":
+            from rdkit import Chem
+
+            self._handle = Chem.SDWriter(str(self.tmp))
+        else:
+            self.tmp.mkdir(parents=True, exist_ok=False)
+
+    def write(self, systems) -> None:
+        """Append ``systems`` (in order) to the output."""
+        systems = list(systems)
+        if self.kind == "extxyz":
+            from ase.io import write as ase_write
+
+            ase_write(self._handle, _ase_frames(systems), format="extxyz")
+        elif self.kind == "sdf":
+            for s in systems:
+                self._handle.write(_sdf_mol(s, False))
+        else:
+            for i, s in enumerate(systems, start=self.count):
+                if not s.is_periodic:
+                    raise InvalidSystemError(f"{self.path}: {s.label}: a molecule cannot be written as CIF")
+                (self.tmp / f"{i:05d}.cif").write_text(_cif_text(s), encoding="utf-8")
+        self.count += len(systems)
+
+    def close(self) -> Path:
+        """Finish: the temporary output replaces ``path``; returns ``path``."""
+        if self.kind in ("extxyz", "sdf"):
+            self._handle.close()
+            os.replace(self.tmp, self.path)
+        else:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary output; ``path`` is left as it was."""
+        if self.kind in ("extxyz", "sdf"):
+            self._handle.close()
+            self.tmp.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> StreamWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _with_bonds(mol):

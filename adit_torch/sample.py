@@ -26,7 +26,14 @@ from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, Condition, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
 from adit_torch.flow import ends_with_clean_prediction, evaluation_times, nfe_of, solve, time_grid
-from adit_torch.inpaint import KeepKnown, check_fragment, encode_fragment, encode_in_context, fidelity_summary
+from adit_torch.inpaint import (
+    KeepKnown,
+    check_fragment,
+    encode_fragment,
+    encode_in_context,
+    fidelity_stats,
+    fidelity_summary,
+)
 from adit_torch.system import AtomicSystem
 
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
@@ -109,14 +116,16 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None,
-                   precision: str = "fp32"):
+                   precision: str = "fp32", only: np.ndarray | None = None):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`; ``known`` ``(k, latent)`` or ``(num_samples, k, latent)``
     (normalised units, see :func:`adit_torch.inpaint.encode_fragment`) fixes the first ``k`` tokens of every sample
     (:class:`adit_torch.inpaint.KeepKnown`); atom counts drawn from the histogram are then drawn
     among the counts above ``k``. ``precision="bf16"`` runs the network under bfloat16 autocast
-    (the ODE state stays float32). Yields ``(idx, z, mask, periodic, dataset)`` per group:
+    (the ODE state stays float32). ``only`` (sample indices) integrates just those samples; the
+    atom counts and noise are still drawn for all ``num_samples``, so a sample is the same whether
+    it is made alone, in a chunk or with all. Yields ``(idx, z, mask, periodic, dataset)`` per group:
     ``idx`` the sample indices ``(B,)``, ``z (B, N, latent)`` un-normalised VAE latents (zero on
     padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
     :meth:`adit_torch.vae.VAE.decode_to_systems`.
@@ -159,7 +168,11 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
-    groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
+    if only is None:
+        groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
+    else:
+        only = np.asarray(only, dtype=np.int64)
+        groups = [only[g] for g in padded_groups(counts[only], batch_size, FORWARD_FIXED_S, slot_s)]
     for idx in tqdm(groups, desc=f"sampling {kind}s", disable=not progress, unit="batch"):
         bsz, n = len(idx), int(counts[idx].max())
         mask = torch.as_tensor(np.arange(n)[None, :] < counts[idx][:, None], device=device)
@@ -180,6 +193,50 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
 
 
 @torch.no_grad()
+def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
+                 steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
+                 num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
+                 solver: str = "euler", grid: str = "uniform", fragment: AtomicSystem | None = None,
+                 inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None):
+    """Generate the samples of :func:`sample_systems` in order, ``chunk`` at a time.
+
+    Yields lists of :class:`AtomicSystem` (samples ``0..chunk-1``, then the next ``chunk``, ...),
+    so a caller can write them out and let them go: memory is bounded by the chunk, not by
+    ``num_samples``. The samples are the same for every ``chunk`` (None = all at once).
+    """
+    if inpaint_rounds < 1:
+        raise ConfigError(f"inpaint_rounds must be at least 1, got {inpaint_rounds}")
+    chunk = num_samples if chunk is None else int(chunk)
+    if chunk <= 0:
+        raise ConfigError(f"chunk must be positive, got {chunk}")
+    known = None
+    if fragment is not None:
+        if num_atoms is not None:
+            check_fragment(fragment, kind, np.atleast_1d(np.asarray(num_atoms)))
+        else:
+            check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
+        known = encode_fragment(vae, fragment, stats, device)
+    for start in range(0, num_samples, chunk):
+        only = np.arange(start, min(start + chunk, num_samples))
+        chunk_known = known
+        out: list[AtomicSystem | None] = []
+        for round_ in range(inpaint_rounds if fragment is not None else 1):
+            if round_:
+                local = encode_in_context(vae, fragment, out, known, stats, device)
+                chunk_known = known.expand(num_samples, *known.shape).clone()
+                chunk_known[torch.as_tensor(only)] = local
+            out = [None] * len(only)
+            for idx, z, mask, periodic, dataset in sample_latents(
+                    dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
+                    progress, solver, grid, chunk_known, precision, only):
+                for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
+                    s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
+                    out[j - start] = s
+        if fragment is not None:
+            fidelity_summary(fragment, out)
+        yield out
+
+
 def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
@@ -209,29 +266,9 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
             kept part's RMSD of the first (``benchmarks/results/inpainting_adit-xs-joint.json``).
         precision: ``"fp32"`` or ``"bf16"`` (the DiT under bfloat16 autocast; decoding stays float32).
     """
-    if inpaint_rounds < 1:
-        raise ConfigError(f"inpaint_rounds must be at least 1, got {inpaint_rounds}")
-    known = None
-    if fragment is not None:
-        if num_atoms is not None:
-            check_fragment(fragment, kind, np.atleast_1d(np.asarray(num_atoms)))
-        else:
-            check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
-        known = encode_fragment(vae, fragment, stats, device)
-    out: list[AtomicSystem | None] = []
-    for round_ in range(inpaint_rounds if fragment is not None else 1):
-        if round_:
-            known = encode_in_context(vae, fragment, out, known, stats, device)
-        out = [None] * num_samples
-        for idx, z, mask, periodic, dataset in sample_latents(dit, flow_cfg, stats, kind, num_samples, steps,
-                                                               cfg_scale, seed, batch_size, num_atoms, device,
-                                                               progress, solver, grid, known, precision):
-            for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
-                s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
-                out[j] = s
-    if fragment is not None:
-        fidelity_summary(fragment, out)
-    return out
+    return [s for part in iter_systems(dit, vae, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed,
+                                       batch_size, num_atoms, device, progress, solver, grid, fragment,
+                                       inpaint_rounds, precision) for s in part]
 
 
 def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
@@ -262,35 +299,54 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                       seed: int = 0, batch_size: int = 256, num_atoms=None, device="cpu",
                       progress: bool = True, solver: str = "euler", grid: str = "uniform",
                       fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
-                      precision: str = "fp32") -> tuple[list[AtomicSystem], dict[str, Any]]:
+                      precision: str = "fp32", chunk: int | None = None,
+                      sink=None) -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
     two halves of guidance; with a ``fragment``, ``inpainting``: how well the samples kept it, see
-    :func:`adit_torch.inpaint.fidelity_summary`)."""
+    :func:`adit_torch.inpaint.fidelity_summary`).
+
+    With ``sink``, the samples are made ``chunk`` at a time (:func:`iter_systems`) and each chunk, in
+    order, is passed to ``sink(systems)`` and not kept: the returned list is empty and memory is
+    bounded by the chunk whatever ``num_samples`` is (``adit sample`` streams its files this way).
+    """
     from adit_torch.checkpoint import load_dit
 
     t0 = time.time()
     dit, vae, flow_cfg, meta = load_dit(path, device)
     t_load = time.time() - t0
-    systems = sample_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
+    systems: list[AtomicSystem] = []
+    written = failed = 0
+    kept: list[bool] = []
+    rmsds: list[float] = []
+    for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
-                             precision)
+                             precision, chunk if sink is not None else None):
+        written += len(part)
+        failed += sum(bool(s.info.get("decode_failed")) for s in part)
+        if fragment is not None:
+            kept += [bool(s.info["kept_types"]) for s in part]
+            rmsds += [float(s.info["kept_rmsd"]) for s in part if "kept_rmsd" in s.info]
+        if sink is None:
+            systems.extend(part)
+        else:
+            sink(part)
     n_steps = steps or flow_cfg.steps
     scale = flow_cfg.cfg_scale if cfg_scale is None else cfg_scale
     rounds = inpaint_rounds if fragment is not None else 1
     nfe = rounds * nfe_of(time_grid(n_steps, grid), solver, ends_with_clean_prediction(grid))
     elapsed = time.time() - t0 - t_load
     summary = {
-        "num_requested": num_samples, "num_written": len(systems), "kind": kind,
-        "num_failed_decodes": sum(bool(s.info.get("decode_failed")) for s in systems),
+        "num_requested": num_samples, "num_written": written, "kind": kind,
+        "num_failed_decodes": failed,
         "nfe": nfe, "forward_passes_per_sample": nfe * (1 if scale == 1.0 else 2),
         "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
                      "precision": precision,
                      "cfg_scale": scale, "seed": seed,
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},
-        "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, len(systems))},
+        "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, written)},
     }
     if fragment is not None:
-        summary["inpainting"] = {**fidelity_summary(fragment, systems), "rounds": inpaint_rounds}
+        summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds}
     return systems, summary

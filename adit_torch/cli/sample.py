@@ -113,29 +113,37 @@ def _check(args) -> None:
                        np.array([args.num_atoms if args.num_atoms is not None else args.fragment_system.num_atoms + 1]))
 
 
+#: Samples made and written per chunk: the command's memory is bounded by this, not by --num-samples.
+CHUNK = 10_000
+
+
 def run_sample(args) -> int:
-    """Handler of ``adit sample``."""
-    from adit_torch.io import write_systems
+    """Handler of ``adit sample``: samples are made and streamed to the output files :data:`CHUNK` at a
+    time (the files appear whole when the run ends, or not at all)."""
+    from adit_torch.io import StreamWriter
     from adit_torch.sample import sample_checkpoint
 
     _check(args)
-    systems, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
-                                         args.seed, args.batch_size, args.num_atoms, args.device,
-                                         progress=not args.quiet, solver=args.solver, grid=args.time_grid,
-                                         fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
-                                         precision=args.precision)
     paths = output_paths(args.out, args.kind)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_systems(paths["extxyz"], systems)
-    write_systems(paths["structures"], systems, kind="cif" if args.kind == "crystal" else "sdf")
-    summary["num_written"] = len(systems)
+    with StreamWriter(paths["extxyz"], "extxyz") as frames, \
+            StreamWriter(paths["structures"], "cif" if args.kind == "crystal" else "sdf") as structures:
+        def sink(systems):
+            frames.write(systems)
+            structures.write(systems)
+
+        _, summary = sample_checkpoint(args.checkpoint, args.kind, args.num_samples, args.steps, args.cfg_scale,
+                                       args.seed, args.batch_size, args.num_atoms, args.device,
+                                       progress=not args.quiet, solver=args.solver, grid=args.time_grid,
+                                       fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
+                                       precision=args.precision, chunk=CHUNK, sink=sink)
+    written = summary["num_written"]
     summary["settings"]["model"] = args.model
     summary["settings"]["fragment"] = None if args.fragment is None else str(args.fragment)
     summary["files"] = {k: str(v) for k, v in paths.items()}
     tmp = paths["summary"].with_name(f".{paths['summary'].name}.tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, paths["summary"])
-    print(f"wrote {len(systems)} {args.kind}s to {args.out}")
-    if len(systems) < args.num_samples:
-        raise IncompleteOutputError(f"only {len(systems)} of {args.num_samples} samples were written")
+    print(f"wrote {written} {args.kind}s to {args.out}")
+    if written < args.num_samples:
+        raise IncompleteOutputError(f"only {written} of {args.num_samples} samples were written")
     return 0

@@ -275,3 +275,33 @@ def test_compressed_output_is_refused(tmp_path, crystals):
     with pytest.raises(DataFormatError, match="compressed output is not supported"):
         write_systems(tmp_path / "x.extxyz.gz", crystals)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["extxyz", "sdf", "cif"])
+def test_stream_writer_is_complete_or_untouched(tmp_path, kind):
+    """Systems streamed in chunks read back in order; an error half-way leaves the old file as it was."""
+    from adit_torch.io import StreamWriter, read_systems
+
+    if kind == "cif":
+        systems = [AtomicSystem.from_parameters([11, 17], [[0, 0, 0], [0.5, 0.5, 0.5]], [4.0 + 0.1 * i] * 3,
+                                                [90, 90, 90], {"id": f"c{i}"}) for i in range(5)]
+        path = tmp_path / "out_cif"
+    else:
+        systems = [AtomicSystem([8, 1, 1], [[0, 0, 0], [0.96 + 0.01 * i, 0, 0], [-0.24, 0.93, 0]], None,
+                                {"id": f"m{i}"}) for i in range(5)]
+        path = tmp_path / f"out.{kind}"
+    with StreamWriter(path, kind) as writer:
+        writer.write(systems[:2])
+        writer.write(systems[2:])
+    back = read_systems(path)
+    assert [len(s) for s in back] == [len(s) for s in systems]
+    for a, b in zip(systems, back):
+        np.testing.assert_allclose(b.distance_matrix()[np.triu_indices(len(a), 1)],
+                                   a.distance_matrix()[np.triu_indices(len(a), 1)], atol=1e-5)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(RuntimeError, match="stopped"):
+        with StreamWriter(path, kind) as writer:
+            writer.write(systems[:1])
+            raise RuntimeError("stopped")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no temporary left, old output kept
+    assert len(read_systems(path)) == 5
