@@ -26,6 +26,8 @@ from datetime import date
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The ``adit`` command of this environment.
+ADIT = str(Path(sys.executable).parent / "adit")
 MACHINE = "2-core CPU, 24 GiB, no GPU"
 
 
@@ -38,7 +40,7 @@ def run_command(path: Path, cache: Path, workers: int) -> dict:
     """One ``adit evaluate`` in a fresh process: wall seconds, CPU seconds of the process tree."""
     env = dict(os.environ, ADIT_CACHE_DIR=str(cache))
     cpu0, start = _cpu_children(), time.perf_counter()
-    subprocess.run([sys.executable, "-m", "adit_torch.cli", "evaluate", str(path), "--kind", "molecule",
+    subprocess.run([ADIT, "evaluate", str(path), "--kind", "molecule",
                     "--workers", str(workers), "--json", str(path.with_suffix(".json")), "--quiet"],
                    check=True, env=env, stdout=subprocess.DEVNULL)
     return {"wall_s": time.perf_counter() - start, "cpu_s": _cpu_children() - cpu0, "load_after": os.getloadavg()}

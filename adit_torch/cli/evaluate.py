@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--oxidation-states", choices=("smact14", "icsd24"), default="smact14",
                    help="SMACT oxidation-state set for compositional validity (default: smact14, as published)")
+    p.add_argument("--missing-electronegativity", choices=("pass", "fail"), default="pass",
+                   help="a composition with an element lacking a Pauling electronegativity (Pm, noble gases): pass "
+                        "the electronegativity test (CDVAE's convention, default) or fail it (SMACT 2.6, which the "
+                        "ADiT reference pins)")
     p.add_argument("--check-cell-angles", action="store_true",
                    help="also count crystals whose cell *as given* has a lattice angle outside (50°, 130°) invalid "
                         "(off by default: validity does not depend on the cell setting; failed decodes flagged "
@@ -99,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     reference, name = _reference(args.reference, kind)
     if kind == "crystal":
         report = evaluate_crystals(systems, reference, reference_name=name, oxidation_states=args.oxidation_states,
+                                   missing_electronegativity=args.missing_electronegativity,
                                    cell_angle_check=args.check_cell_angles,
                                    with_distributions=not args.no_distributions, workers=args.workers,
                                    progress=progress)

@@ -42,12 +42,14 @@ ANGLE_RANGE = (50.0, 130.0)
 
 
 def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "smact14",
-                  cell_angle_check: bool = False) -> dict[str, Any]:
+                  cell_angle_check: bool = False, missing_electronegativity: str = "pass") -> dict[str, Any]:
     """Validity checks of one crystal, on its Niggli-reduced cell.
 
     Args:
         system: the crystal (or an unreadable entry).
         oxidation_states: ``"smact14"`` or ``"icsd24"``.
+        missing_electronegativity: ``"pass"`` (CDVAE) or ``"fail"`` (SMACT 2.6, the ADiT reference's
+            pin), see :mod:`adit_torch.evaluate.smact_validity`.
         cell_angle_check: also count the crystal invalid when a lattice angle of the cell *as
             given* lies outside (50°, 130°) (off by default: validity does not depend on the cell).
 
@@ -100,7 +102,7 @@ def check_crystal(system: AtomicSystem | Unreadable, oxidation_states: str = "sm
         record["reasons"].append(f"the cell cannot be Niggli-reduced ({type(exc).__name__}: {exc})")
         return record
 
-    comp_ok, comp_reason = composition_validity(system.numbers, oxidation_states)
+    comp_ok, comp_reason = composition_validity(system.numbers, oxidation_states, missing_electronegativity)
     record["compositionally_valid"] = bool(comp_ok and gate)
     if not comp_ok:
         record["reasons"].append(f"composition: {comp_reason}")
@@ -155,8 +157,8 @@ def _spacegroup_task(system: AtomicSystem) -> int | None:
 
 
 def _check_task(args):
-    system, oxidation_states, cell_angle_check = args
-    return check_crystal(system, oxidation_states, cell_angle_check)
+    system, oxidation_states, cell_angle_check, missing = args
+    return check_crystal(system, oxidation_states, cell_angle_check, missing)
 
 
 def _pool_map(func, tasks, workers, progress, desc) -> list:
@@ -207,6 +209,7 @@ def evaluate_crystals(
     reference_name: str | None = None,
     oxidation_states: str = "smact14",
     cell_angle_check: bool = False,
+    missing_electronegativity: str = "pass",
     with_distributions: bool = True,
     workers: int | None = None,
     progress: bool = False,
@@ -220,6 +223,10 @@ def evaluate_crystals(
             split, or ``False`` to skip novelty and distributions.
         reference_name: how to name the reference in the report.
         oxidation_states: ``"smact14"`` (published convention) or ``"icsd24"``.
+        missing_electronegativity: a composition with an element that has no Pauling
+            electronegativity: ``"pass"`` (CDVAE's convention, default) or ``"fail"`` (SMACT 2.6,
+            which the ADiT reference pins; with it our compositional validity equals the reference
+            evaluator's, see ``benchmarks/results/reference_evaluator.md``).
         cell_angle_check: also count crystals whose cell *as given* has a lattice angle outside
             (50°, 130°) invalid. Off by default: samples whose read-out failed (the reference's rule)
             carry ``info["decode_failed"]`` and are invalid anyway; other inputs are scored on
@@ -239,7 +246,8 @@ def evaluate_crystals(
 
     workers = workers or os.cpu_count() or 1
     items = as_systems(systems)
-    records = _pool_map(_check_task, [(s, oxidation_states, cell_angle_check) for s in items], workers, progress,
+    tasks = [(s, oxidation_states, cell_angle_check, missing_electronegativity) for s in items]
+    records = _pool_map(_check_task, tasks, workers, progress,
                         "validity")
     valid_idx = [i for i, r in enumerate(records) if r["valid"]]
 
@@ -286,6 +294,7 @@ def evaluate_crystals(
         "compositional_validity": "CDVAE smact_validity (gcd-reduced; single element valid; all-metal valid; "
                                   "else charge neutral + Pauling test, missing electronegativity = pass)",
         "oxidation_states": oxidation_states,
+        "missing_electronegativity": missing_electronegativity,
         "matcher": {"class": "pymatgen StructureMatcher", **MATCHER_SETTINGS},
         "uniqueness": "groups among valid / valid (greedy grouping in input order)",
         "novelty": "novel groups / groups; a group is novel when its first member matches no reference crystal",
