@@ -6,9 +6,10 @@ resident memory (``ru_maxrss`` of the child, MiB) and wall time are recorded tog
 size of the files it wrote:
 
 * batch sizes ``--batch-sizes`` at ``--num-samples`` samples: the memory the forward passes need;
-* sample counts ``--counts`` at the default batch: the command writes its files 10,000 samples at a
-  time (:data:`adit_torch.cli.sample.CHUNK`), so past one chunk the files keep growing and the
-  peak memory does not.
+* sample counts ``--counts`` at the default batch: the command makes and writes its samples
+  :data:`adit_torch.cli.sample.CHUNK` at a time, so past one chunk the files keep growing while
+  the peak memory should not (the atom counts and the noise of every sample, drawn up front, are
+  the part that still grows: 0.6 KB per molecule).
 
 Writes ``benchmarks/results/sampling_memory.json``. Usage::
 

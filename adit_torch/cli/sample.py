@@ -114,7 +114,7 @@ def _check(args) -> None:
 
 
 #: Samples made and written per chunk: the command's memory is bounded by this, not by --num-samples.
-CHUNK = 10_000
+CHUNK = 2_000
 
 
 def run_sample(args) -> int:
