@@ -63,7 +63,10 @@ def _element(z: int, oxidation_states: str) -> tuple[tuple[int, ...], float | No
     except Exception:  # SMACT raises NameError/KeyError for elements it does not know
         return None
     states = getattr(element, OXIDATION_STATE_SETS[oxidation_states]) or []
-    return tuple(int(s) for s in states), element.pauling_eneg
+    eneg = element.pauling_eneg
+    if eneg is not None and not math.isfinite(eneg):  # some data sources give NaN for "none"
+        eneg = None
+    return tuple(int(s) for s in states), eneg
 
 
 @lru_cache(maxsize=1)
