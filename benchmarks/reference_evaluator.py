@@ -24,11 +24,11 @@ Getting the reference (it is not part of this repository)::
 
     git clone https://github.com/facebookresearch/all-atom-diffusion-transformer /path/adit-ref
     python3.11 -m venv /path/venv
-    /path/venv/bin/pip install torch==2.13.0 numpy==2.2.2 pymatgen==2024.11.13 matminer==0.9.2 \\
-        rdkit==2024.3.5 posebusters==0.3.1 openbabel-wheel joblib tqdm lightning==2.4.0 \\
-        hydra-core omegaconf rich wandb ase==3.23.0 attr attrs importlib_resources matplotlib \\
-        svgwrite pandas scipy
-    /path/venv/bin/pip install --no-deps SMACT==2.6     # its numpy pin conflicts; it runs on 2.2
+    /path/venv/bin/pip install torch==2.13.0 numpy==2.2.2 pymatgen==2024.11.13 rdkit==2024.3.5 \\
+        posebusters==0.3.1 openbabel-wheel joblib==1.4.2 tqdm lightning==2.4.0 hydra-core omegaconf rich \\
+        wandb ase==3.23.0 attr attrs importlib_resources matplotlib svgwrite pandas scipy scikit-learn \\
+        pymongo "setuptools<81"
+    /path/venv/bin/pip install --no-deps SMACT==2.6 matminer==0.9.2   # both pin numpy < 2; they run on 2.2
 
 (the versions of the reference's ``requirements.txt`` where pip can still install them).
 
