@@ -41,16 +41,20 @@ def encode_fragment(vae, fragment: AtomicSystem, stats: dict[str, Any], device="
     Returns:
         ``(k, latent)`` posterior means, ``(z - latent_mean) / latent_std``.
     """
+    return _encode_first(vae, [fragment.validate()], fragment.num_atoms, stats, device)[0]
+
+
+def _encode_first(vae, systems: list[AtomicSystem], k: int, stats: dict[str, Any], device) -> torch.Tensor:
+    """Posterior means of the first ``k`` atoms of each system, ``(len(systems), k, latent)``, normalised
+    by the checkpoint's ``latent_mean`` / ``latent_std``."""
     from adit_torch.batching import collate
 
-    batch = collate([fragment.validate()])
-    batch = type(batch)(**{k: v.to(device) for k, v in vars(batch).items()})
     with torch.no_grad():
-        mean, _ = vae.encode(batch)
+        mean, _ = vae.encode(collate(systems).to(device))
     dim = mean.shape[-1]
     mu = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     sd = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
-    return ((mean[0] - mu) / sd)[: fragment.num_atoms]
+    return (mean[:, :k] - mu) / sd
 
 
 def check_fragment(fragment: AtomicSystem, kind: str, counts: np.ndarray) -> None:
@@ -83,6 +87,21 @@ class KeepKnown:
         return out
 
 
+def _best_shift(frac: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The common translation ``(3,)`` (fractional) that best maps ``ref (k, 3)`` onto ``frac (k, 3)``
+    modulo 1: the circular mean of the differences."""
+    angle = 2 * np.pi * (frac - ref)
+    return np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
+
+
+def _kabsch_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The proper rotation ``(3, 3)`` that best maps centred ``b (k, 3)`` onto centred ``a`` (``b @ R ~ a``)."""
+    if len(a) == 1:
+        return np.eye(3)
+    u, _, vt = np.linalg.svd(b.T @ a)
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+
+
 def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
     """``sample`` with its first ``k`` atoms replaced by the fragment's, placed where the sample put them:
     the fragment rigidly aligned onto them (molecules) or shifted by their best common translation
@@ -91,20 +110,14 @@ def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
     numbers = sample.numbers.copy()
     numbers[:k] = fragment.numbers
     if fragment.is_periodic:
-        diff = sample.frac_coords[:k] - fragment.frac_coords
-        angle = 2 * np.pi * diff
-        shift = np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
         frac = sample.frac_coords.copy()
+        shift = _best_shift(sample.frac_coords[:k], fragment.frac_coords)
         frac[:k] = np.mod(fragment.frac_coords + shift, 1.0)
         return AtomicSystem.from_fractional(numbers, frac, sample.lattice)
     a, b = sample.positions[:k], fragment.positions
     ca, cb = a.mean(0), b.mean(0)
-    rot = np.eye(3)
-    if k > 1:
-        u, _, vt = np.linalg.svd((b - cb).T @ (a - ca))
-        rot = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
     pos = sample.positions.copy()
-    pos[:k] = (b - cb) @ rot + ca
+    pos[:k] = (b - cb) @ _kabsch_rotation(a - ca, b - cb) + ca
     return AtomicSystem(numbers, pos)
 
 
@@ -123,21 +136,11 @@ def encode_in_context(vae, fragment: AtomicSystem, samples: list[AtomicSystem], 
     Returns:
         ``(M, k, D)`` latents in normalised units.
     """
-    from adit_torch.batching import collate
-
-    k = fragment.num_atoms
     out = previous.expand(len(samples), *previous.shape[-2:]).clone()
     rows = [i for i, s in enumerate(samples) if not s.info.get("decode_failed")]
-    if not rows:
-        return out
-    batch = collate([_placed(fragment, samples[i]) for i in rows])
-    batch = type(batch)(**{key: v.to(device) for key, v in vars(batch).items()})
-    with torch.no_grad():
-        mean, _ = vae.encode(batch)
-    dim = mean.shape[-1]
-    mu = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
-    sd = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
-    out[rows] = ((mean[:, :k] - mu) / sd).to(out.dtype)
+    if rows:
+        placed = [_placed(fragment, samples[i]) for i in rows]
+        out[rows] = _encode_first(vae, placed, fragment.num_atoms, stats, device).to(out.dtype)
     return out
 
 
@@ -145,22 +148,14 @@ def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
     """RMSD (Å) of ``b (k, 3)`` onto ``a (k, 3)`` after the best rotation and translation."""
     a = a - a.mean(0)
     b = b - b.mean(0)
-    if len(a) == 1:
-        return 0.0
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    rot = u @ np.diag([1.0, 1.0, d]) @ vt
-    return float(np.sqrt(((b @ rot - a) ** 2).sum(1).mean()))
+    return float(np.sqrt(((b @ _kabsch_rotation(a, b) - a) ** 2).sum(1).mean()))
 
 
 def _periodic_rmsd(frag: AtomicSystem, sample: AtomicSystem) -> float:
     """RMSD (Å, in the sample's cell) of the kept sites' fractional coordinates after the best
     common translation (circular mean of the differences)."""
     k = frag.num_atoms
-    diff = sample.frac_coords[:k] - frag.frac_coords
-    angle = 2 * np.pi * diff
-    shift = np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
-    d = diff - shift
+    d = sample.frac_coords[:k] - frag.frac_coords - _best_shift(sample.frac_coords[:k], frag.frac_coords)
     d -= np.round(d)
     cart = d @ sample.lattice
     return float(np.sqrt((cart ** 2).sum(1).mean()))

@@ -347,28 +347,18 @@ def write_systems(
     if kind is None:
         kind = "cif" if path.is_dir() or not path.suffix else detect_kind(path)
     kind = kind.lower()
-    if kind == "extxyz":
-        return [atomic_write(path, lambda tmp: _write_extxyz(tmp, systems))]
-    if kind == "sdf":
-        return [atomic_write(path, lambda tmp: _write_sdf(tmp, systems, perceive_bonds))]
-    if kind == "cif":
+    if kind == "cif" and path.suffix.lower() == ".cif":
         for s in systems:
             if not s.is_periodic:
                 raise InvalidSystemError(f"{path}: {s.label}: a molecule cannot be written as CIF")
-        if path.suffix.lower() == ".cif":
-            if len(systems) != 1:
-                raise DataFormatError(f"{path}: a .cif file holds one system, got {len(systems)}; give a folder path")
-            return [atomic_write(path, lambda tmp: tmp.write_text(_cif_text(systems[0]), encoding="utf-8"))]
-        path.mkdir(parents=True, exist_ok=True)
-        written = [
-            atomic_write(path / f"{i:05d}.cif", lambda tmp, s=s: tmp.write_text(_cif_text(s), encoding="utf-8"))
-            for i, s in enumerate(systems)
-        ]
-        for old in path.glob("[0-9][0-9][0-9][0-9][0-9].cif"):  # numbered files left by a longer earlier write
-            if int(old.stem) >= len(systems):
-                old.unlink()
-        return written
-    raise DataFormatError(f"{path}: cannot write kind {kind!r}; expected extxyz, cif or sdf")
+        if len(systems) != 1:
+            raise DataFormatError(f"{path}: a .cif file holds one system, got {len(systems)}; give a folder path")
+        return [atomic_write(path, lambda tmp: tmp.write_text(_cif_text(systems[0]), encoding="utf-8"))]
+    if kind not in ("extxyz", "sdf", "cif"):
+        raise DataFormatError(f"{path}: cannot write kind {kind!r}; expected extxyz, cif or sdf")
+    with StreamWriter(path, kind, perceive_bonds) as writer:
+        writer.write(systems)
+    return [path / f"{i:05d}.cif" for i in range(len(systems))] if kind == "cif" else [path]
 
 
 def _cif_text(system: AtomicSystem) -> str:
@@ -393,12 +383,6 @@ def _ase_frames(systems) -> list:
     return frames
 
 
-def _write_extxyz(tmp: Path, systems) -> None:
-    from ase.io import write as ase_write
-
-    ase_write(tmp, _ase_frames(systems), format="extxyz")
-
-
 def _sdf_mol(s: AtomicSystem, perceive_bonds: bool):
     mol = s.to_rdkit()
     if perceive_bonds:
@@ -410,31 +394,23 @@ def _sdf_mol(s: AtomicSystem, perceive_bonds: bool):
     return mol
 
 
-def _write_sdf(tmp: Path, systems, perceive_bonds: bool) -> None:
-    from rdkit import Chem
-
-    writer = Chem.SDWriter(str(tmp))
-    try:
-        for s in systems:
-            writer.write(_sdf_mol(s, perceive_bonds))
-    finally:
-        writer.close()
-
-
 class StreamWriter:
     """Write systems to ``path`` as they come (extxyz, SDF or a folder of numbered CIFs), in order.
 
     Everything goes to a temporary file (or folder) beside ``path``, which replaces ``path`` when the
     writer closes normally; after an error (used as a context manager) it is removed, so ``path`` is
     either complete or untouched, never half-written. Memory holds one batch, not the whole output.
+    A CIF folder gets ``00000.cif``, ... moved in one by one at the end; numbered files beyond the new
+    count, left by a longer earlier write, are removed; other files in it are left alone.
 
     Args:
         path: output file, or folder for ``kind="cif"``.
-        kind: ``"extxyz"``, ``"sdf"`` (molecules; no bonds) or ``"cif"`` (crystals).
+        kind: ``"extxyz"``, ``"sdf"`` (molecules) or ``"cif"`` (crystals).
+        perceive_bonds: SDF only: bonds from the 3D coordinates (none by default).
     """
 
-    def __init__(self, path: str | os.PathLike, kind: str):
-        self.path, self.kind, self.count = Path(path), kind, 0
+    def __init__(self, path: str | os.PathLike, kind: str, perceive_bonds: bool = False):
+        self.path, self.kind, self.count, self.perceive_bonds = Path(path), kind, 0, perceive_bonds
         if kind not in ("extxyz", "sdf", "cif"):
             raise DataFormatError(f"{path}: cannot stream kind {kind!r}; expected extxyz, sdf or cif")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -457,7 +433,7 @@ class StreamWriter:
             ase_write(self._handle, _ase_frames(systems), format="extxyz")
         elif self.kind == "sdf":
             for s in systems:
-                self._handle.write(_sdf_mol(s, False))
+                self._handle.write(_sdf_mol(s, self.perceive_bonds))
         else:
             for i, s in enumerate(systems, start=self.count):
                 if not s.is_periodic:
@@ -471,9 +447,13 @@ class StreamWriter:
             self._handle.close()
             os.replace(self.tmp, self.path)
         else:
-            if self.path.exists():
-                shutil.rmtree(self.path)
-            os.replace(self.tmp, self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+            for i in range(self.count):
+                os.replace(self.tmp / f"{i:05d}.cif", self.path / f"{i:05d}.cif")
+            self.tmp.rmdir()
+            for old in self.path.glob("[0-9][0-9][0-9][0-9][0-9].cif"):  # left by a longer earlier write
+                if int(old.stem) >= self.count:
+                    old.unlink()
         return self.path
 
     def abort(self) -> None:

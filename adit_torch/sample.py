@@ -111,12 +111,44 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
     return groups[::-1]
 
 
+def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim: int, seed: int = 0,
+                         num_atoms: int | list[int] | None = None, device="cpu", min_atoms: int = 0):
+    """Every sample's atom count and initial noise, drawn once in sample order from ``seed``.
+
+    Returns ``(counts (M,), offsets (M + 1,), noise (sum(counts), dim))``: sample ``j``'s noise is
+    ``noise[offsets[j]:offsets[j + 1]]``. Counts drawn from the histogram are drawn among the counts
+    above ``min_atoms`` (an inpainting fragment's size).
+    """
+    if kind not in KINDS:
+        raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    counts_gen = torch.Generator().manual_seed(int(seed))
+    if num_atoms is None:
+        hist = stats.get("num_atoms_hist", {}).get(kind)
+        if not hist:
+            raise CheckpointError(f"this model was not trained on {kind}s (no {kind} atom-count histogram); "
+                                  "pass --num-atoms or use a checkpoint trained on them")
+        if min_atoms:
+            hist = {n: c for n, c in hist.items() if int(n) > min_atoms}
+            if not hist:
+                raise ConfigError(f"no {kind} of the training data has more than {min_atoms} atoms; "
+                                  "pass num_atoms")
+        counts = draw_num_atoms(hist, num_samples, counts_gen)
+    else:
+        counts = np.asarray([num_atoms] * num_samples if np.isscalar(num_atoms) else num_atoms, dtype=np.int64)
+        if len(counts) != num_samples or (counts <= 0).any():
+            raise ConfigError("num_atoms must be positive and give one count per sample")
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
+    return counts, offsets, noise
+
+
 @torch.no_grad()
 def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None,
-                   precision: str = "fp32", only: np.ndarray | None = None):
+                   precision: str = "fp32", only: np.ndarray | None = None, drawn: tuple | None = None):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`; ``known`` ``(k, latent)`` or ``(num_samples, k, latent)``
@@ -124,8 +156,9 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     (:class:`adit_torch.inpaint.KeepKnown`); atom counts drawn from the histogram are then drawn
     among the counts above ``k``. ``precision="bf16"`` runs the network under bfloat16 autocast
     (the ODE state stays float32). ``only`` (sample indices) integrates just those samples; the
-    atom counts and noise are still drawn for all ``num_samples``, so a sample is the same whether
-    it is made alone, in a chunk or with all. Yields ``(idx, z, mask, periodic, dataset)`` per group:
+    atom counts and noise are still those of all ``num_samples`` (:func:`draw_sizes_and_noise`, or
+    ``drawn`` when the caller drew them already), so a sample is the same whether it is made alone,
+    in a chunk or with all. Yields ``(idx, z, mask, periodic, dataset)`` per group:
     ``idx`` the sample indices ``(B,)``, ``z (B, N, latent)`` un-normalised VAE latents (zero on
     padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
     :meth:`adit_torch.vae.VAE.decode_to_systems`.
@@ -140,30 +173,14 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     scale = flow_cfg.cfg_scale if cfg_scale is None else float(cfg_scale)
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    counts_gen = torch.Generator().manual_seed(int(seed))
-    if num_atoms is None:
-        hist = stats.get("num_atoms_hist", {}).get(kind)
-        if not hist:
-            raise CheckpointError(f"this model was not trained on {kind}s (no {kind} atom-count histogram); "
-                                  "pass --num-atoms or use a checkpoint trained on them")
-        if known is not None:
-            hist = {n: c for n, c in hist.items() if int(n) > known.shape[-2]}
-            if not hist:
-                raise ConfigError(f"no {kind} of the training data has more than {known.shape[-2]} atoms; "
-                                  "pass num_atoms")
-        counts = draw_num_atoms(hist, num_samples, counts_gen)
-    else:
-        counts = np.asarray([num_atoms] * num_samples if np.isscalar(num_atoms) else num_atoms, dtype=np.int64)
-        if len(counts) != num_samples or (counts <= 0).any():
-            raise ConfigError("num_atoms must be positive and give one count per sample")
     dim = dit.cfg.latent_dim
+    if drawn is None:
+        drawn = draw_sizes_and_noise(stats, kind, num_samples, dim, seed, num_atoms, device,
+                                     0 if known is None else known.shape[-2])
+    counts, offsets, noise = drawn
     mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
     label = KINDS[kind]
-    # every sample's noise, drawn once in sample order: independent of the grouping below
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
     slot_s = FORWARD_TOKEN_S * (1 if scale == 1.0 else 2)
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
@@ -216,19 +233,23 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         else:
             check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
         known = encode_fragment(vae, fragment, stats, device)
+    drawn = draw_sizes_and_noise(stats, kind, num_samples, dit.cfg.latent_dim, seed, num_atoms, device,
+                                 0 if known is None else fragment.num_atoms)
+    in_context = None  # (num_samples, k, latent) from the second round on; chunks fill disjoint rows
+    if fragment is not None and inpaint_rounds > 1:
+        in_context = known.expand(num_samples, *known.shape).clone()
     for start in range(0, num_samples, chunk):
         only = np.arange(start, min(start + chunk, num_samples))
-        chunk_known = known
+        round_known = known
         out: list[AtomicSystem | None] = []
         for round_ in range(inpaint_rounds if fragment is not None else 1):
             if round_:
-                local = encode_in_context(vae, fragment, out, known, stats, device)
-                chunk_known = known.expand(num_samples, *known.shape).clone()
-                chunk_known[torch.as_tensor(only)] = local
+                in_context[torch.as_tensor(only)] = encode_in_context(vae, fragment, out, known, stats, device)
+                round_known = in_context
             out = [None] * len(only)
             for idx, z, mask, periodic, dataset in sample_latents(
                     dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
-                    progress, solver, grid, chunk_known, precision, only):
+                    progress, solver, grid, round_known, precision, only, drawn):
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
