@@ -13,10 +13,24 @@ Relaxation runs either
   or VASP on a cluster; their energies must then be compared with a hull of
   the same kind (DFT entries given as ``hull``).
 
-Each energy above hull is a :func:`~aiida_adit.workflows.functions.energy_above_hull`
-calcfunction (relaxed structure + energy + hull node -> Float), copied into
-the relaxed structure's extras (``e_above_hull``, ``stable``, ``metastable``)
-for fast queries; the rates come from :func:`~aiida_adit.workflows.functions.stability_rates`.
+At scale (thousands of crystals):
+
+* relaxations go out in waves of at most ``max_concurrent`` processes, the MLIP
+  route with at most ``relax_batch_size`` crystals per CalcJob;
+* energies above hull are computed by one
+  :func:`~aiida_adit.workflows.functions.energies_above_hull` calcfunction per
+  ``hull_batch_size`` (default :data:`HULL_BATCH`) structures (relaxed structures + their energies + hull ->
+  one Float per structure), not one process per structure, and copied into the
+  extras (``e_above_hull``, ``stable``, ``metastable``, ``hull``) of both the
+  relaxed structure and the structure it was relaxed from (the generated one,
+  which :func:`aiida_adit.queries.generated_structures` filters), 100 nodes per
+  database transaction;
+* every step that launches processes first looks for the ones it already
+  launched (same call link label): a daemon killed in the middle of a step reruns
+  the step on restart, and that rerun reuses what is there instead of launching
+  it twice. The extras writes are idempotent.
+
+The rates come from :func:`~aiida_adit.workflows.functions.stability_rates`.
 """
 
 from __future__ import annotations
@@ -25,12 +39,26 @@ import importlib
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain, if_
+from aiida.common.links import LinkType
+from aiida.engine import ToContext, WorkChain, while_
 
 from aiida_adit.calculations.relax import AditRelaxCalculation
 from aiida_adit.data.hull import ReferenceHullData
-from aiida_adit.storage import ReturnLinksInBulk
-from aiida_adit.workflows.functions import energy_above_hull, stability_rates
+from aiida_adit.storage import ReturnLinksInBulk, chunks, set_extras
+from aiida_adit.workflows.functions import energies_above_hull, stability_rates
+
+#: Default structures per :func:`energies_above_hull` process (input ``hull_batch_size``).
+#: aiida-core links a process's inputs and outputs in a time that grows with the square of
+#: their number (about 7 s for 100 structures on SQLite here, 43 s for 400), so 100.
+HULL_BATCH = 100
+
+
+def called(node: orm.ProcessNode, label: str) -> list[orm.ProcessNode]:
+    """The processes ``node`` already called with call link label ``label``, oldest first."""
+    links = node.base.links.get_outgoing(
+        link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK), link_label_filter=label
+    ).all()
+    return sorted((link.node for link in links), key=lambda n: n.pk)
 
 
 def load_engine(name: str):
@@ -96,6 +124,28 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
             help="Keyword arguments of the engine's `get_builder` (engines, protocol, relax_type, ...).",
         )
         spec.input(
+            "relax_batch_size",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(250),
+            validator=lambda value, _: None if value.value >= 1 else "`relax_batch_size` must be at least 1",
+            help="MLIP route: at most this many crystals per adit.relax CalcJob.",
+        )
+        spec.input(
+            "max_concurrent",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(8),
+            validator=lambda value, _: None if value.value >= 1 else "`max_concurrent` must be at least 1",
+            help="Relaxation processes (adit.relax CalcJobs, or engine work chains) submitted per wave; "
+            "the next wave goes out when this one has finished.",
+        )
+        spec.input(
+            "hull_batch_size",
+            valid_type=orm.Int,
+            default=lambda: orm.Int(HULL_BATCH),
+            validator=lambda value, _: None if value.value >= 1 else "`hull_batch_size` must be at least 1",
+            help="Structures per energies_above_hull calcfunction (one process per batch, not per structure).",
+        )
+        spec.input(
             "hull",
             valid_type=ReferenceHullData,
             required=False,
@@ -122,7 +172,7 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
         spec.inputs.validator = validate_inputs
         spec.outline(
             cls.setup,
-            if_(cls.use_engine)(cls.run_engine).else_(cls.run_mlip),
+            while_(cls.relaxations_left)(cls.submit_relaxations),
             cls.inspect_relax,
             cls.compute_hull,
             cls.compute_rates,
@@ -142,90 +192,147 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
         spec.exit_code(402, "ERROR_NO_STRUCTURE_RELAXED", message="No structure came out of the relaxation.")
 
     def setup(self):
-        """Resolve the hull and the sorted structure keys."""
+        """Resolve the hull, the sorted structure keys and the relaxation units (label -> keys)."""
         self.ctx.hull = self.inputs.hull if "hull" in self.inputs else ReferenceHullData.offline()
         self.ctx.structure_keys = sorted(self.inputs.structures)
+        if self.use_engine():
+            self.ctx.units = [(f"relax_{key}", [key]) for key in self.ctx.structure_keys]
+        else:
+            size = self.inputs.relax_batch_size.value
+            batches = list(chunks(self.ctx.structure_keys, size))
+            labels = ["relax"] if len(batches) == 1 else [f"relax_{i:04d}" for i in range(len(batches))]
+            self.ctx.units = list(zip(labels, batches))
+        self.ctx.next_unit = 0
 
     def use_engine(self):
         """Whether a common-workflows engine relaxes the structures."""
         return "engine" in self.inputs
 
-    def run_mlip(self):
-        """One ``adit.relax`` CalcJob for the whole batch."""
-        inputs = AttributeDict(self.exposed_inputs(AditRelaxCalculation, "relax"))
-        inputs.structures = dict(self.inputs.structures)
-        inputs.metadata = AttributeDict(inputs.get("metadata", {}))
-        inputs.metadata.call_link_label = "relax"
-        return ToContext(relax=self.submit(AditRelaxCalculation, **inputs))
+    def relaxations_left(self):
+        """Whether some relaxation unit has not been submitted yet."""
+        return self.ctx.next_unit < len(self.ctx.units)
 
-    def run_engine(self):
-        """One common-workflows relax work chain per structure, built by its input generator."""
-        engine = load_engine(self.inputs.engine.value)
-        kwargs = self.inputs.engine_inputs.get_dict()
+    def submit_relaxations(self):
+        """Submit the next wave of at most ``max_concurrent`` relaxations, reusing any already submitted."""
+        wave = self.ctx.units[self.ctx.next_unit : self.ctx.next_unit + self.inputs.max_concurrent.value]
         calls = {}
-        for key in self.ctx.structure_keys:
-            builder = engine.get_input_generator().get_builder(structure=self.inputs.structures[key], **kwargs)
-            builder.metadata.call_link_label = f"relax_{key}"
-            calls[f"relax_{key}"] = self.submit(builder)
+        for label, keys in wave:
+            done = called(self.node, label)
+            if done:  # this step ran before a daemon restart: the process exists and goes on by itself
+                self.report(f"reusing {done[0].process_label}<{done[0].pk}> submitted before a restart as `{label}`")
+                calls[label] = done[0]
+            else:
+                process, inputs = self._relax_inputs(label, keys)
+                calls[label] = self.submit(process, **inputs)
+        self.ctx.next_unit += len(wave)
         return ToContext(**calls)
 
+    def _relax_inputs(self, label: str, keys: list[str]):
+        """``(process, inputs)`` of one relaxation unit: an adit.relax CalcJob on ``keys``, or one engine work chain."""
+        if self.use_engine():
+            engine = load_engine(self.inputs.engine.value)
+            kwargs = self.inputs.engine_inputs.get_dict()
+            builder = engine.get_input_generator().get_builder(structure=self.inputs.structures[keys[0]], **kwargs)
+            builder.metadata.call_link_label = label
+            return builder, {}
+        inputs = AttributeDict(self.exposed_inputs(AditRelaxCalculation, "relax"))
+        inputs.structures = {key: self.inputs.structures[key] for key in keys}
+        inputs.metadata = AttributeDict(inputs.get("metadata", {}))
+        inputs.metadata.call_link_label = label
+        return AditRelaxCalculation, inputs
+
     def inspect_relax(self):
-        """Collect ``(relaxed structure, energy)`` per key from whichever route ran."""
-        self.ctx.relaxed, self.ctx.energies = {}, {}
-        if not self.use_engine():
-            node = self.ctx.relax
+        """Collect ``(relaxed structure, energy)`` per key from every relaxation unit."""
+        self.ctx.relaxed, self.ctx.energies, self.ctx.relax_results = {}, {}, {}
+        failures = []
+        for label, keys in self.ctx.units:
+            node = self.ctx[label]
             if not node.is_finished_ok:
-                return self.exit_codes.ERROR_RELAXATION_FAILED.format(
-                    error=f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}"
+                failures.append(f"{node.process_label}<{node.pk}> exit status {node.exit_status}: {node.exit_message}")
+                self.report(f"relaxation `{label}` of {len(keys)} structure(s) failed: {failures[-1]}")
+                continue
+            outputs = node.outputs
+            if self.use_engine():
+                key = keys[0]
+                self.ctx.relaxed[key] = (
+                    outputs.relaxed_structure if "relaxed_structure" in outputs else self.inputs.structures[key]
                 )
-            self.ctx.relaxed = dict(node.outputs.relaxed_structures)
-            self.ctx.energies = dict(node.outputs.energies)
-            self.ctx.potential = node.outputs.results.get("potential", {}).get("name")
-        else:
-            self.ctx.potential = self.inputs.engine.value
-            for key in self.ctx.structure_keys:
-                node = self.ctx[f"relax_{key}"]
-                if not node.is_finished_ok:
-                    self.report(f"relaxation of `{key}` ({node.process_label}<{node.pk}>) failed: {node.exit_status}")
-                    continue
-                outputs = node.outputs
-                structure = outputs.relaxed_structure if "relaxed_structure" in outputs else self.inputs.structures[key]
-                self.ctx.relaxed[key] = structure
                 self.ctx.energies[key] = outputs.total_energy
+            else:
+                self.ctx.relaxed.update(dict(outputs.relaxed_structures))
+                self.ctx.relax_results[label] = outputs.results
+                self.ctx.potential = outputs.results.get("potential", {}).get("name")
+        if self.use_engine():
+            self.ctx.potential = self.inputs.engine.value
+        elif failures and len(failures) == len(self.ctx.units):
+            return self.exit_codes.ERROR_RELAXATION_FAILED.format(error="; ".join(failures[:3]))
         if not self.ctx.relaxed:
             return self.exit_codes.ERROR_NO_STRUCTURE_RELAXED
         self.out("relaxed_structures", self.ctx.relaxed)
         return None
 
     def compute_hull(self):
-        """One provenance-tracked energy above hull per relaxed structure, copied into its extras."""
+        """Energies above hull, ``hull_batch_size`` structures per calcfunction, copied into extras.
+
+        Idempotent: a batch whose calcfunction (same call link label) already finished
+        is read back, not computed again.
+        """
         hull, values = self.ctx.hull, {}
         elements = set(hull.base.attributes.get("elements", []))
+        keys = []
         for key in sorted(self.ctx.relaxed):
-            structure = self.ctx.relaxed[key]
-            missing = sorted(structure.get_symbols_set() - elements)
+            missing = sorted(self.ctx.relaxed[key].get_symbols_set() - elements)
             if missing:
                 self.report(f"`{key}`: element(s) {missing} not in hull {hull.name}; no energy above hull")
+            else:
+                keys.append(key)
+        for index, batch in enumerate(chunks(keys, self.inputs.hull_batch_size.value)):
+            label = f"e_above_hull_{index:04d}"
+            done = [n for n in called(self.node, label) if n.is_finished_ok]
+            if done:
+                outputs = done[0].outputs.e_above_hull
+                self.report(f"reusing {label} ({done[0].process_label}<{done[0].pk}>) from before a restart")
+                values.update({key: outputs[key] for key in batch})
                 continue
-            result = energy_above_hull(
-                structure, self.ctx.energies[key], hull, metadata={"call_link_label": f"e_above_hull_{key}"}
-            )
-            value = result["e_above_hull"]
-            values[key] = value
-            structure.base.extras.set_many(
-                {
-                    "e_above_hull": value.value,
-                    "stable": value.value <= self.inputs.stable_threshold.value,
-                    "metastable": value.value < self.inputs.metastable_threshold.value,
-                    "hull": hull.name,
+            inputs = {"structures": {key: self.ctx.relaxed[key] for key in batch}}
+            if self.use_engine():
+                inputs["energies"] = {key: self.ctx.energies[key] for key in batch}
+            else:
+                inputs["relax_results"] = {
+                    label: results
+                    for label, unit_keys in self.ctx.units
+                    if (results := self.ctx.relax_results.get(label)) is not None and set(unit_keys) & set(batch)
                 }
-            )
+            result = energies_above_hull(hull, **inputs, metadata={"call_link_label": label})
+            values.update(result["e_above_hull"])
+        self._write_extras(values)
         self.ctx.e_hull = values
         self.out("e_above_hull", values)
         self.out("hull", hull)
 
+    def _write_extras(self, values: dict) -> None:
+        """Copy each energy above hull into the relaxed structure's and the input structure's extras."""
+        stable, metastable = self.inputs.stable_threshold.value, self.inputs.metastable_threshold.value
+        pairs = []
+        for key, value in values.items():
+            extras = {
+                "e_above_hull": value.value,
+                "stable": value.value <= stable,
+                "metastable": value.value < metastable,
+                "hull": self.ctx.hull.name,
+            }
+            relaxed = self.ctx.relaxed[key]
+            pairs.append((relaxed, extras))
+            if self.inputs.structures[key].uuid != relaxed.uuid:
+                pairs.append((self.inputs.structures[key], {**extras, "relaxed_structure": relaxed.uuid}))
+        set_extras(pairs)
+
     def compute_rates(self):
         """Rates over every input structure (failures count as neither stable nor metastable)."""
+        done = [n for n in called(self.node, "rates") if n.is_finished_ok]
+        if done:
+            self.out("rates", done[0].outputs.result)
+            return
         settings = orm.Dict(
             {
                 "keys": self.ctx.structure_keys,

@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 from aiida import orm
+from aiida.common.links import LinkType
 from aiida.engine import WorkChain, calcfunction, run_get_node
 
 from aiida_adit.data.hull import ReferenceHullData
@@ -110,10 +111,17 @@ def test_mlip_route_relaxes_scores_and_links_every_step(adit_code, offline_hull)
         assert relaxed.base.extras.get("metastable") == (value.value < 0.1)
         # real MP-20 phases (MP E_hull < 0.02 eV/atom) come out near the CHGNet hull after a CHGNet relaxation
         assert -0.15 < value.value < 0.1, (key, value.value)
+        # the generated (input) structure carries the same extras, so queries on generated structures see them
+        assert structures[key].base.extras.get("e_above_hull") == pytest.approx(value.value)
+        assert structures[key].base.extras.get("relaxed_structure") == relaxed.uuid
         creator = value.creator
         incoming = {link.link_label: link.node.uuid for link in creator.base.links.get_incoming().all()}
-        assert incoming["structure"] == relaxed.uuid and incoming["hull"] == offline_hull.uuid
-        assert incoming["energy"] == node.called[0].outputs.energies[key].uuid  # the CalcJob's energy
+        relax = node.base.links.get_outgoing(link_label_filter="relax").one().node
+        assert incoming[f"structures__{key}"] == relaxed.uuid and incoming["hull"] == offline_hull.uuid
+        assert incoming["relax_results__relax"] == relax.outputs.results.uuid  # the CalcJob's energies
+        assert relax.outputs.results["structures"][key]["energy"] == pytest.approx(relax.outputs.energies[key].value)
+    hull_calcs = [n for n in node.called if n.process_label == "energies_above_hull"]
+    assert len(hull_calcs) == 1  # one process for the batch, not one per structure
     rates = results["rates"].get_dict()
     assert rates["hull"] == "offline-mp20-chgnet" and rates["potential"] == "chgnet-0.3.0"
     assert rates["counts"]["structures"] == 2
@@ -126,6 +134,51 @@ def test_mlip_route_relaxes_scores_and_links_every_step(adit_code, offline_hull)
     assert set(found) >= {
         s.uuid for k, s in results["relaxed_structures"].items() if results["e_above_hull"][k].value < 0.1
     }
+
+
+def test_relaxations_go_out_in_bounded_waves_and_hulls_in_batches(adit_code, offline_hull):
+    """Three crystals, two per CalcJob, one CalcJob in flight, two per hull calcfunction."""
+    from aiida.plugins import WorkflowFactory
+
+    structures = _crystals("mp-1185360", "mp-972454", "mp-30033")
+    inputs = {
+        "structures": structures,
+        "hull": offline_hull,
+        "relax_batch_size": orm.Int(2),
+        "max_concurrent": orm.Int(1),
+        "hull_batch_size": orm.Int(2),
+        "relax": {
+            "code": adit_code("adit.relax"),
+            "parameters": orm.Dict({"fmax": 0.1, "steps": 5}),
+            "metadata": {"options": OPTIONS},
+        },
+    }
+    results, node = run_get_node(WorkflowFactory("adit.metastability"), **inputs)
+    assert node.is_finished_ok, node.exit_message
+    calcs = sorted(
+        (link for link in node.base.links.get_outgoing(node_class=orm.CalcJobNode).all()), key=lambda link: link.node.pk
+    )
+    assert [link.link_label for link in calcs] == ["relax_0000", "relax_0001"]
+    first, second = (link.node for link in calcs)
+    assert sorted(first.inputs.structures) == sorted(structures)[:2] and list(second.inputs.structures) == [
+        sorted(structures)[2]
+    ]
+    # one in flight at a time: the second wave went out after the first had finished
+    assert second.ctime > first.mtime
+    hulls = {
+        n.base.links.get_incoming(link_type=LinkType.CALL_CALC).one().link_label: n
+        for n in node.called
+        if n.process_label == "energies_above_hull"
+    }
+    assert sorted(hulls) == ["e_above_hull_0000", "e_above_hull_0001"]
+    assert sorted(results["e_above_hull"]) == sorted(structures)
+    # the last batch's energies come from the second CalcJob's records only
+    last = {
+        link.link_label
+        for link in hulls["e_above_hull_0001"].base.links.get_incoming(link_type=LinkType.INPUT_CALC).all()
+    }
+    assert last == {"hull", f"structures__{sorted(structures)[2]}", "relax_results__relax_0001"}
+    assert results["rates"]["counts"]["structures"] == 3
 
 
 def test_common_relax_engine_route(offline_hull):
