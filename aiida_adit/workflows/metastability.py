@@ -40,7 +40,7 @@ import importlib
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.common.links import LinkType
-from aiida.engine import ToContext, WorkChain, while_
+from aiida.engine import ProcessState, ToContext, WorkChain, while_
 
 from aiida_adit.calculations.relax import AditRelaxCalculation
 from aiida_adit.data.hull import ReferenceHullData
@@ -275,7 +275,8 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
         """Energies above hull, ``hull_batch_size`` structures per calcfunction, copied into extras.
 
         Idempotent: a batch whose calcfunction (same call link label) already finished
-        is read back, not computed again.
+        is read back, not computed again; one that was cut off by a dead daemon is
+        marked killed and computed again.
         """
         hull, values = self.ctx.hull, {}
         elements = set(hull.base.attributes.get("elements", []))
@@ -288,7 +289,14 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
                 keys.append(key)
         for index, batch in enumerate(chunks(keys, self.inputs.hull_batch_size.value)):
             label = f"e_above_hull_{index:04d}"
-            done = [n for n in called(self.node, label) if n.is_finished_ok]
+            before = called(self.node, label)
+            for stale in (n for n in before if not n.is_terminated):
+                # it ran in this work chain's process, which died: mark it, so the graph has no live orphan
+                stale.set_process_state(ProcessState.KILLED)
+                stale.set_process_status(f"killed: the daemon stopped during {label}; the batch was computed again")
+                stale.seal()
+                self.report(f"{label}: {stale.process_label}<{stale.pk}> died with the daemon; marked killed")
+            done = [n for n in before if n.is_finished_ok]
             if done:
                 outputs = done[0].outputs.e_above_hull
                 self.report(f"reusing {label} ({done[0].process_label}<{done[0].pk}>) from before a restart")
