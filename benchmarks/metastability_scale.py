@@ -155,7 +155,7 @@ def main() -> None:
                     for pid_file in (client.circus_pid_file, client.daemon_pid_file):
                         pathlib.Path(pid_file).unlink(missing_ok=True)  # a SIGKILLed circus leaves them
                     client.start_daemon(number_workers=1)
-            time.sleep(0.2)
+            time.sleep(1.0)
         wall_s = time.perf_counter() - start
     finally:
         client.stop_daemon(wait=True)

@@ -59,3 +59,71 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_as_one(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == nodes and metrics["step"] == 3 and metrics["status"] == "completed"
     assert (tmp_path / "run" / "vae.safetensors").is_file()
+
+
+# ----------------------------------------------------------------------------- adit-torchrun
+def test_processes_per_node_follow_the_documented_order():
+    from adit_torch.cli.launch import nproc_per_node
+
+    env = {"ADIT_NPROC_PER_NODE": "3", "SLURM_GPUS_ON_NODE": "4", "SLURM_NTASKS_PER_NODE": "8"}
+    assert nproc_per_node(env) == 3
+    del env["ADIT_NPROC_PER_NODE"]
+    assert nproc_per_node(env) == 4
+    del env["SLURM_GPUS_ON_NODE"]
+    assert nproc_per_node(env) == 8
+    assert nproc_per_node({"SLURM_NTASKS_PER_NODE": "4(x2)"}) == 4  # Slurm's repeated-count notation
+    assert nproc_per_node({}) == 1  # no GPU on this machine
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_a_bad_process_count_names_the_variable(value):
+    from adit_torch.cli.launch import nproc_per_node
+    from adit_torch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\$ADIT_NPROC_PER_NODE"):
+        nproc_per_node({"ADIT_NPROC_PER_NODE": value})
+
+
+def test_several_slurm_nodes_get_one_torchrun_each_through_srun():
+    from adit_torch.cli.launch import launch_command
+
+    env = {"SLURM_NNODES": "2", "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_ID": "77", "ADIT_RDZV_HOST": "gpu01"}
+    command = launch_command(["train-dit", "--dataset", "joint"], "/opt/adit/bin/adit", ["torchrun"], env)
+    assert command == [
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1",
+        "torchrun", "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu01:29500",
+        "--rdzv-id=77", "--no-python", "/opt/adit/bin/adit", "train-dit", "--dataset", "joint",
+    ]
+
+
+@pytest.mark.slow
+def test_adit_torchrun_trains_with_the_processes_it_was_told(tmp_path):
+    """The real launcher: two processes on this machine train as one (world size 2), no MPI launcher anywhere."""
+    launcher = Path(sys.executable).parent / "adit-torchrun"
+    if not launcher.exists():
+        pytest.skip(f"the `adit-torchrun` console script is not installed next to {sys.executable}")
+    settings = tmp_path / "tiny.json"
+    settings.write_text(json.dumps(TINY))
+    env = {**os.environ, "ADIT_MP20_DIR": str(FIXTURES / "mp20"), "ADIT_CACHE_DIR": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", "ADIT_NPROC_PER_NODE": "2", "ADIT_STATUS_FILE": str(tmp_path / "status")}
+    env.pop("SLURM_NNODES", None)
+    result = subprocess.run(
+        [str(launcher), "train-vae", "--dataset", "mp20", "--out-dir", "run", "--settings", str(settings),
+         "--max-steps", "3", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["step"] == 3 and metrics["status"] == "completed"
+    assert (tmp_path / "status").read_text().strip() == "0"  # rank 0 wrote its own status
+
+
+def test_adit_torchrun_refuses_a_bad_count_before_starting_anything(tmp_path):
+    launcher = Path(sys.executable).parent / "adit-torchrun"
+    if not launcher.exists():
+        pytest.skip(f"the `adit-torchrun` console script is not installed next to {sys.executable}")
+    result = subprocess.run([str(launcher), "train-vae"], env={**os.environ, "ADIT_NPROC_PER_NODE": "many"},
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "adit-torchrun: error: $ADIT_NPROC_PER_NODE='many'" in result.stderr
+    assert "Traceback" not in result.stderr

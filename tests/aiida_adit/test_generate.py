@@ -272,6 +272,44 @@ def test_fast_protocol_samples_the_shipped_model_relaxes_and_scores_crystals(aii
     assert set(results["metastability"]["e_above_hull"]) <= set(generated)
     assert rates["counts"]["with_e_hull"] == len(results["metastability"]["e_above_hull"])
     assert rates["sun_rate"] is not None  # the evaluation records reached the rates
+    check_every_query(node, builder.checkpoint, generated, results["metastability"]["e_above_hull"])
+
+
+def _pks(query) -> set[int]:
+    return {n.pk for n in structures(query)}
+
+
+def check_every_query(node, checkpoint, generated: dict, e_above_hull: dict) -> None:
+    """Each filter of ``generated_structures`` on the nodes of a real ``adit.generate`` run with metastability.
+
+    The expected sets are computed from the structures themselves (ASE symbols, the
+    evaluation output, the metastability outputs), never from extras set by the test.
+    """
+    everything = {n.pk for n in generated.values()}
+    assert _pks(generated_structures(workchain=node)) == everything
+    assert _pks(generated_structures(checkpoint=checkpoint)) >= everything
+    assert _pks(generated_structures(group=node.base.extras.get("group_label"))) == everything
+    assert _pks(generated_structures(workchain=node, kind="crystal")) == everything
+    assert _pks(generated_structures(workchain=node, kind="molecule")) == set()
+    records = {r["index"]: r for r in node.outputs.evaluation.creator.outputs.per_structure["records"]}
+    by_record = {label: records[int(label.split("_")[-1])] for label in generated}
+    valid = {generated[k].pk for k, r in by_record.items() if r["valid"]}
+    assert _pks(generated_structures(workchain=node, valid=True)) == valid
+    assert _pks(generated_structures(workchain=node, valid=False)) == everything - valid
+    label, first = sorted(generated.items())[0]
+    assert _pks(generated_structures(workchain=node, formula=by_record[label]["formula"])) == {
+        generated[k].pk for k, r in by_record.items() if r["formula"] == by_record[label]["formula"]
+    }
+    symbol = sorted(first.get_symbols_set())[0]
+    assert _pks(generated_structures(workchain=node, elements=[symbol])) == {
+        n.pk for n in generated.values() if symbol in n.get_symbols_set()
+    }
+    # E_hull lives on the relaxed structures (created by adit.relax) and is copied to the generated ones
+    assert e_above_hull, "no crystal got an energy above hull"
+    values = sorted(v.value for v in e_above_hull.values())
+    for threshold in (values[0], values[-1], values[0] - 1.0):
+        expected = {generated[k].pk for k, v in e_above_hull.items() if v.value <= threshold}
+        assert _pks(generated_structures(workchain=node, max_e_above_hull=threshold)) == expected
 
 
 def test_precise_protocol_requests_a_gpu_for_training_and_sampling_only(aiida_profile_clean, adit_code):

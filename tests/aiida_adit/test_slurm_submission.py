@@ -117,3 +117,50 @@ def test_multinode_script_expands_the_rendezvous_variables(aiida_profile_clean, 
         '"srun" "--nodes=2" "--ntasks=2" "--ntasks-per-node=1" "torchrun" "--nnodes=2" "--nproc_per_node=4" '
         '"--rdzv-backend=c10d" "--rdzv-endpoint=$ADIT_RDZV_HOST:29500" "--rdzv-id=$SLURM_JOB_ID" "--no-python"'
     )
+
+
+def test_adit_torchrun_as_the_code_leaves_the_computers_mpi_launcher_to_mpi_codes(
+    aiida_profile_clean, tmp_path, monkeypatch, make_checkpoint
+):
+    """docs/aiida.md, "A launcher that does not block the computer": the computer keeps `mpirun` for real MPI
+    codes (a DFT engine of adit.metastability); training runs `adit-torchrun`, which starts torchrun itself."""
+    from aiida.plugins import CalculationFactory
+
+    from aiida_adit.data.checkpoint import CheckpointData
+
+    monkeypatch.chdir(tmp_path)
+    adit = _slurm_code(tmp_path, "shared-cluster", ["mpirun", "-np", "{tot_num_mpiprocs}"])
+    computer = adit.computer
+    launcher = orm.InstalledCode(
+        label="adit-torchrun", computer=computer, filepath_executable="/opt/adit/bin/adit-torchrun"
+    ).store()
+    options = {
+        "resources": {"num_machines": 1, "num_mpiprocs_per_machine": 4},
+        "max_wallclock_seconds": 3600,
+        "custom_scheduler_commands": "#SBATCH --gres=gpu:4",
+    }
+    builder = CalculationFactory("adit.train").get_builder()
+    builder.code = launcher
+    builder.settings = orm.Dict({"stage": "dit", "dataset": "joint", "size": "S", "device": "cuda"})
+    builder.parent_checkpoint = CheckpointData(file=str(make_checkpoint("vae"))).store()
+    builder.metadata.options = options  # withmpi stays off (the adit CalcJobs' default)
+    builder.metadata.dry_run = True
+    builder.metadata.store_provenance = False
+    _, node = run_get_node(builder)
+    script = (tmp_path / node.dry_run_info["folder"] / "_aiidasubmit.sh").read_text()
+    run_line = next(line for line in script.splitlines() if "train-dit" in line)
+    assert run_line.startswith("'/opt/adit/bin/adit-torchrun' 'train-dit'"), run_line
+    assert "mpirun" not in script
+    assert "#SBATCH --ntasks-per-node=4" in script  # what adit-torchrun reads as $SLURM_NTASKS_PER_NODE
+
+    # an MPI code on the same computer still gets the computer's launcher
+    bash = orm.InstalledCode(label="pw", computer=computer, filepath_executable="/opt/qe/bin/pw.x").store()
+    add = CalculationFactory("core.arithmetic.add").get_builder()
+    add.code, add.x, add.y = bash, orm.Int(1), orm.Int(2)
+    add.metadata.options = {**options, "withmpi": True}
+    add.metadata.dry_run = True
+    add.metadata.store_provenance = False
+    monkeypatch.chdir(tmp_path)
+    _, other = run_get_node(add)
+    other_script = (tmp_path / other.dry_run_info["folder"] / "_aiidasubmit.sh").read_text()
+    assert "'mpirun' '-np' '4' '/opt/qe/bin/pw.x'" in other_script
