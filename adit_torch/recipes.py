@@ -196,6 +196,7 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     out_dir = Path(out_dir)
     data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
             if data is None else data)
+    torch.manual_seed(train_cfg.seed)  # the initial weights: the same seed gives the same model in any process
     vae = VAE(vae_cfg)
     if init:
         src, _ = load_vae(init)
@@ -275,6 +276,7 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
     mean, std = latents.stats()
     train_set = latents.normalised(mean, std)
+    torch.manual_seed(train_cfg.seed)  # the initial weights: the same seed gives the same model in any process
     dit = DiT(dit_cfg)
     if init:
         src, _, _, _ = load_dit(init)

@@ -6,7 +6,10 @@ logs to ``log.csv`` / ``metrics.json`` / ``curves.png``, writes the model
 checkpoint (EMA weights) and ``state.safetensors`` every ``ckpt_every`` steps,
 and resumes exactly (step, data order, optimizer, EMA, RNG). A non-finite loss
 stops with :class:`~adit_torch.cli.NaNLossError` before the weights are
-touched, so the last good checkpoint stays. :func:`train_vae` and
+touched, so the last good checkpoint stays. SIGTERM (a scheduler's time limit
+or pre-emption), SIGUSR1 (Slurm's ``--signal`` warning) and a first Ctrl-C stop
+the loop after the current step and save everything (status ``interrupted``),
+so no finished step is lost. :func:`train_vae` and
 :func:`train_dit` (in :mod:`adit_torch.recipes`) wire data and models into it.
 """
 
@@ -17,6 +20,8 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -172,6 +177,41 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * warm * factor
 
 
+# ---------------------------------------------------------------------- signals
+#: Signals that stop training after the current step, with everything saved: SIGTERM (Slurm and other
+#: schedulers send it at the time limit, then SIGKILL after their grace period, Slurm's ``KillWait``),
+#: SIGUSR1 (what ``sbatch --signal=<time>`` sends before the limit) and SIGINT (Ctrl-C; a second one
+#: stops at once).
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block, :data:`STOP_SIGNALS` set ``stop["signal"]`` (the signal's name) instead of
+    killing the process; the old handlers come back on exit. Does nothing off the main thread."""
+    stop: dict[str, str | None] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and stop["signal"] is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        stop["signal"] = stop["signal"] or name
+
+    old = {}
+    for name in STOP_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            old[number] = signal.signal(number, handler)
+    try:
+        yield stop
+    finally:
+        for number, previous in old.items():
+            signal.signal(number, previous)
+
+
 # ------------------------------------------------------------------------- loop
 def _batches(data: Sequence, idx_batches, collate_fn, num_workers: int):
     if num_workers <= 0:
@@ -200,8 +240,18 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
         validate: ``ema_model -> {name: value}`` run every ``cfg.val_every`` steps and at the end.
         resume: continue from ``out_dir/state.safetensors`` when it exists.
         model_file: file name of the model checkpoint inside ``out_dir``.
+
+    Returns the metrics written to ``metrics.json``: ``status`` is ``completed``, ``time_limit``
+    (``cfg.max_minutes``) or ``interrupted`` (one of :data:`STOP_SIGNALS`, named in ``signal``);
+    the state is saved in every case.
     """
-    out_dir = Path(out_dir)
+    with stop_on_signals() as stop:
+        return _fit(model, loss_fn, data, collate_fn, cfg, Path(out_dir), save_model, validate, resume,
+                    model_file, progress, stop)
+
+
+def _fit(model, loss_fn, data, collate_fn, cfg, out_dir, save_model, validate, resume, model_file, progress,
+         stop) -> dict[str, Any]:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but no CUDA device is available")
     device = local_device(cfg.device)
@@ -293,6 +343,9 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
                 save_all()
             if step >= cfg.max_steps:
                 break
+            if any_rank(stop["signal"] is not None, device, world):
+                status = "interrupted"
+                break
             if cfg.max_minutes > 0 and any_rank((time.time() - t0) / 60.0 >= cfg.max_minutes, device, world):
                 status = "time_limit"
                 break
@@ -303,6 +356,8 @@ def fit(model: nn.Module, loss_fn: Callable, data: Sequence, collate_fn: Callabl
     save_all()
     metrics: dict[str, Any] = {"status": status, "step": step, "epoch": counters["epoch"], "final_loss": last_loss,
                                "elapsed_s": time.time() - t0, "world_size": world}
+    if status == "interrupted":
+        metrics["signal"] = stop["signal"] or "another process's signal"
     if validate is not None and main:
         metrics.update(_validate(validate, ema.model, log, step, counters["epoch"]))
     if main:

@@ -28,6 +28,9 @@ EXIT_CODES = {
     "out_of_memory": 5,
     "incomplete": 6,
 }
+#: Exit statuses of a training stopped by a signal after saving its state (128 + the signal's number:
+#: SIGINT 130, SIGUSR1 138, SIGTERM 143); ``--resume`` continues it.
+INTERRUPTED_STATUSES = (130, 138, 143)
 
 
 class NaNLossError(AditError):

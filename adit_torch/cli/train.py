@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
 from adit_torch.checkpoint import read_metadata
@@ -185,6 +187,13 @@ def _run(fn, out_dir: Path):
         raise NaNLossError(str(exc)) from None
     print(json.dumps({k: metrics[k] for k in ("status", "step", "final_loss") if k in metrics}))
     print(f"outputs in {out_dir}")
+    if metrics.get("status") == "interrupted":
+        # saved and resumable, but not finished: a shell chain (`train-vae && train-dit`) must stop here
+        name = metrics.get("signal", "")
+        print(f"adit: stopped by {name} after step {metrics['step']}; state saved, continue with --resume",
+              file=sys.stderr)
+        number = getattr(signal, name, None) if isinstance(name, str) else None
+        return 128 + int(number) if number is not None else 128 + int(signal.SIGTERM)
     return 0
 
 

@@ -10,6 +10,7 @@ import os
 import numpy as np
 from aiida import orm
 
+from adit_torch.cli import INTERRUPTED_STATUSES
 from adit_torch.errors import CheckpointError
 from aiida_adit.data.checkpoint import CheckpointData
 from aiida_adit.parsers.base import AditParser
@@ -45,8 +46,8 @@ class AditTrainParser(AditParser):
     """Turn a training run folder into ``checkpoint``, ``metrics`` and ``curves`` outputs.
 
     Exit codes: 300/301 missing or unreadable outputs, 302 bad input, 310 corrupt or
-    wrong checkpoint, 400 stopped before the final checkpoint (walltime; resumable from
-    ``remote_folder``), 410 out of memory, 420 NaN loss.
+    wrong checkpoint, 400 stopped before the final checkpoint (walltime, or the scheduler's
+    SIGTERM at it after the state was saved; resumable from ``remote_folder``), 410 out of memory, 420 NaN loss.
     """
 
     def parse(self, **kwargs):
@@ -69,6 +70,9 @@ class AditTrainParser(AditParser):
                 self.out("curves", curves)
 
         status = self.exit_status()
+        # stopped by a signal (the scheduler's SIGTERM at the time limit) after saving: resumable
+        interrupted = (status in INTERRUPTED_STATUSES and isinstance(metrics, dict)
+                       and metrics.get("status") == "interrupted")
         if status is None:
             killed = self.exit_for_killed()
             if killed is not None:
@@ -76,7 +80,7 @@ class AditTrainParser(AditParser):
             if not has_checkpoint and (log or metrics is not None):
                 # The job script was cut off after training had started: walltime, the state stays remote.
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME
-        elif status != 0:
+        elif status != 0 and not interrupted:
             return self.exit_for_status(status)
 
         if metrics is None:
@@ -94,7 +98,8 @@ class AditTrainParser(AditParser):
                 error=f"the run wrote a `{checkpoint.kind}` checkpoint for stage `{stage}`"
             )
         self.out("checkpoint", checkpoint)
-        if metrics.get("status") == "time_limit":
-            # Stopped on purpose before the walltime: checkpoint and state saved, the run can resume.
+        if metrics.get("status") == "time_limit" or interrupted:
+            # Stopped before the walltime (time_limit) or by the scheduler's signal at it (interrupted):
+            # checkpoint and state saved, the run can resume.
             return self.exit_codes.ERROR_OUT_OF_WALLTIME
         return None

@@ -66,6 +66,58 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert not torch.allclose(other["model.type_head.weight"], full["model.type_head.weight"])
 
 
+def test_the_same_seed_gives_the_same_model_whatever_ran_before(tmp_path):
+    """The initial weights come from the run's seed, not from the process's RNG state (another process,
+    an earlier run), so a job resumed elsewhere can equal one run in one go."""
+    data = _data()
+    torch.manual_seed(1)
+    train_vae(_cfg(max_steps=2), VCFG, "XS", tmp_path / "a", data=data, progress=False)
+    torch.manual_seed(2)
+    torch.rand(1000)
+    train_vae(_cfg(max_steps=2), VCFG, "XS", tmp_path / "b", data=data, progress=False)
+    a, b = load_file(tmp_path / "a" / "vae.safetensors"), load_file(tmp_path / "b" / "vae.safetensors")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    train_vae(_cfg(max_steps=2, seed=8), VCFG, "XS", tmp_path / "c", data=data, progress=False)
+    c = load_file(tmp_path / "c" / "vae.safetensors")
+    assert not torch.equal(a["type_head.weight"], c["type_head.weight"])
+
+
+def test_a_signal_stops_after_the_step_and_saves_for_an_exact_resume(tmp_path):
+    """SIGTERM (a scheduler's time limit) in the middle of training: the loop stops after that step with
+    status ``interrupted``, saves, and ``--resume`` then ends where one uninterrupted run ends."""
+    import signal
+
+    data = _data()
+    train_vae(_cfg(max_steps=7), VCFG, "XS", tmp_path / "full", data=data, progress=False)
+    calls = {"n": 0}
+    good = vae_loss_fn(True)
+
+    def loss_fn(model, batch, g):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives while step 3 runs
+        return good(model, batch, g)
+
+    cfg = _cfg(max_steps=7)
+    torch.manual_seed(cfg.seed)
+    model = VAE(VCFG)
+    previous = signal.getsignal(signal.SIGTERM)
+    m = fit(model, loss_fn, data, collate, cfg, tmp_path / "part", lambda p, mod: save_file(mod.state_dict(), str(p)),
+            progress=False)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the handler is only there while training
+    assert (m["status"], m["signal"], m["step"]) == ("interrupted", "SIGTERM", 3)
+    assert read_metadata(tmp_path / "part" / "state.safetensors")["counters"]["step"] == 3
+    torch.manual_seed(cfg.seed)
+    m = fit(VAE(VCFG), good, data, collate, cfg, tmp_path / "part", lambda p, mod: save_file(mod.state_dict(), str(p)),
+            resume=True, progress=False)
+    assert (m["status"], m["step"]) == ("completed", 7)
+    full, part = load_file(tmp_path / "full" / "state.safetensors"), load_file(tmp_path / "part" / "state.safetensors")
+    for k in full:
+        if not k.startswith("rng."):
+            torch.testing.assert_close(part[k], full[k], atol=1e-6, rtol=1e-5, msg=k)
+
+
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     data = _data()
     calls = {"n": 0}
