@@ -239,3 +239,24 @@ def test_sample_failed_decodes_are_stored_with_their_reason(tmp_path, fixture_fo
     flagged = results["structures"]["sample_00001"].base.extras.all
     assert flagged["decode_failed"].startswith("decoded lattice angle") and flagged["kind"] == "crystal"
     assert "decode_failed" not in results["structures"]["sample_00000"].base.extras.all
+
+
+@pytest.mark.parametrize(("status", "expected"), [("143", 400), ("138", 400), ("4", 420)])
+def test_train_saved_on_the_schedulers_signal_is_resumable(
+    fixture_folder, tmp_path, generate_calc_job_node, parse_folder, status, expected
+):
+    """SIGTERM at Slurm's time limit (143) or SIGUSR1 (138) after the state was saved: the checkpoint is
+    attached and the run resumes (400). An `interrupted` metrics.json left by an earlier slice in the
+    resumed folder does not hide this run's own failure (NaN: 420)."""
+    folder = tmp_path / "run"
+    shutil.copytree(fixture_folder("train_time_limit", "retrieved"), folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted", "signal": "SIGTERM"}))
+    for name in ("_adit_status", "_adit_exit_status"):
+        (folder / name).write_text(f"{status}\n")
+    node = generate_calc_job_node("adit.train", _train("vae"), folder)
+    results, calcfunction = parse_folder(
+        node, "adit.train", temporary=fixture_folder("train_time_limit", "temporary"), tmp_dir=tmp_path
+    )
+    assert calcfunction.exit_status == expected
+    assert ("checkpoint" in results) == (expected == 400)
