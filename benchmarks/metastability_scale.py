@@ -154,6 +154,10 @@ def main() -> None:
                     time.sleep(2)
                     for pid_file in (client.circus_pid_file, client.daemon_pid_file):
                         pathlib.Path(pid_file).unlink(missing_ok=True)  # a SIGKILLed circus leaves them
+                    # A SIGKILLed ZeroMQ broker leaves broker.sockets naming its dead socket folder; a worker
+                    # that reads it before the new broker rewrites it connects there and waits forever.
+                    for stale in pathlib.Path(folder).glob(".aiida/broker/*/broker.sockets"):
+                        stale.unlink()
                     client.start_daemon(number_workers=1)
             time.sleep(1.0)
         wall_s = time.perf_counter() - start
