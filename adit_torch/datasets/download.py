@@ -34,7 +34,7 @@ MP20_GIT_BLOBS = {
     "val": "7efe4d7ebeb4f460ceaad35e5326c42111d9c9a1",
     "test": "5dc643041df53f5ce4970a79930ad262b4f07acd",
 }
-#: sha256 of the three files: unverified here (see the module docstring).
+#: The sha256 checksums of the three files, unverified here (see the module docstring).
 MP20_SHA256: dict[str, str | None] = {"train": None, "val": None, "test": None}
 
 

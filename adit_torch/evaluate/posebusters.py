@@ -77,9 +77,9 @@ def run_posebusters(records: list[dict[str, Any]], valid: list[int], subset: int
         progress: show a tqdm bar.
 
     Returns:
-        ``{"evaluated", "of_valid", "subset", "seed", "checks": {name: {"passed",
-        "evaluated", "pass_rate", "ci95"}}, "all_passed", "all_pass_rate",
-        "all_pass_ci95"}``, or ``None`` when there is no valid molecule.
+        ``{"evaluated", "of_valid", "subset", "seed", "checks", "all_passed", "all_pass_rate",
+        "all_pass_ci95"}`` with ``checks = {name: {"passed", "evaluated", "pass_rate", "ci95"}}``,
+        or ``None`` when there is no valid molecule.
     """
     from tqdm.auto import tqdm
 
