@@ -43,13 +43,42 @@ MACHINE = "2-core CPU, 24 GiB, no GPU"
 
 
 def create_profile(backend: str, name: str) -> None:
-    """``verdi presto`` a profile in this process's ``AIIDA_PATH``: SQLite + ZeroMQ, or PostgreSQL + RabbitMQ."""
-    cmd = [str(pathlib.Path(sys.executable).parent / "verdi"), "presto", "--profile-name", name]
-    if backend == "postgres":
-        cmd += ["--use-postgres", "--postgres-hostname", "127.0.0.1", "--postgres-username", "postgres"]
-    else:
-        cmd += ["--use-zeromq"]
+    """A profile in this process's ``AIIDA_PATH``: SQLite + ZeroMQ (``verdi presto``), or PostgreSQL +
+    RabbitMQ on 127.0.0.1 the way docs/install.md sets it up (the database created first: ``verdi presto
+    --use-postgres`` asks PostgreSQL for the en_US.UTF-8 locale, which machines with only C.UTF-8 lack)."""
+    verdi = str(pathlib.Path(sys.executable).parent / "verdi")
+    if backend == "sqlite":
+        subprocess.run([verdi, "presto", "--profile-name", name, "--use-zeromq"], check=True, env=os.environ.copy())
+        return
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    repository = pathlib.Path(os.environ["AIIDA_PATH"]) / "repository"
+    cmd = [verdi, "profile", "setup", "core.psql_dos", "-n", "--profile-name", name, "--email", "bench@localhost",
+           "--first-name", "Bench", "--last-name", "Mark", "--institution", "aiida-adit", "--broker", "core.rabbitmq",
+           "--database-hostname", "127.0.0.1", "--database-port", "5432", "--database-username", "postgres",
+           "--database-password", "", "--database-name", name, "--repository-uri", repository.as_uri()]
     subprocess.run(cmd, check=True, env=os.environ.copy())
+    # circus can answer slowly on a busy machine (docs/install.md)
+    subprocess.run([verdi, "-p", name, "config", "set", "daemon.timeout", "30"], check=True, env=os.environ.copy())
+
+
+def local_computer():
+    """The ``localhost`` computer (core.local, core.direct), created when the profile has none."""
+    import tempfile as _tempfile
+
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    try:
+        return orm.load_computer("localhost")
+    except NotExistent:
+        computer = orm.Computer(label="localhost", hostname="localhost", transport_type="core.local",
+                                scheduler_type="core.direct", workdir=_tempfile.mkdtemp(prefix="adit-scale-work-"))
+        computer.store()
+        computer.configure()
+        return computer
 
 
 def daemon_pids(client) -> list[int]:
@@ -110,7 +139,7 @@ def main() -> None:
     from aiida_adit.workflows.metastability import AditMetastabilityWorkChain
 
     profile = load_profile(name, allow_switch=True)
-    computer = orm.load_computer("localhost")
+    computer = local_computer()
     computer.set_minimum_job_poll_interval(1.0)
     executable = pathlib.Path(sys.executable).parent / "adit"
     code = orm.InstalledCode(label="adit", computer=computer, filepath_executable=str(executable)).store()
