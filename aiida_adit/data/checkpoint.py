@@ -10,7 +10,6 @@ unpickled, so the daemon never imports torch to store or inspect a checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Any
 
 from aiida import orm
 
+from adit_torch.datasets.cache import sha256_file
 from adit_torch.errors import CheckpointError
 
 #: The metadata key under which ``adit`` stores its JSON header (contracts, section 4).
@@ -72,15 +72,6 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]
     return adit, header
 
 
-def sha256_of(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 digest of a file, read in ``chunk_bytes`` chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """The attributes a :class:`CheckpointData` records for the checkpoint at ``path``.
 
@@ -112,7 +103,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         "created": adit.get("created"),
         "num_parameters": own,
         "num_vae_parameters": vae,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
     }
 
 
@@ -204,7 +195,7 @@ class CheckpointData(orm.SinglefileData):
         if not os.path.isfile(path):
             raise CheckpointError(f"checkpoint {path}: file not found")
         read_header(path)
-        existing = cls.find(sha256_of(path))
+        existing = cls.find(sha256_file(path))
         if existing is not None:
             return existing
         node = cls(file=os.path.abspath(path), filename=os.path.basename(path))
