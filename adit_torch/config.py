@@ -68,8 +68,12 @@ class DiTConfig:
     """Diffusion Transformer with adaLN-Zero over per-atom latents.
 
     Optional conditions are switched on by a non-zero size: ``num_space_groups``
-    (230 for 1..230 plus null), ``num_elements`` (composition vector length) and
-    ``num_properties`` (scalar properties). They add to the conditioning vector.
+    (230 for 1..230 plus null), ``num_element_types`` (the chemical system: a
+    multi-hot vector over atomic numbers 1..num_element_types), ``num_elements``
+    (composition vector length) and ``num_properties`` (scalar properties). They
+    add to the conditioning vector. ``cond_drop_prob`` drops the whole condition
+    (classifier-free guidance); ``cond_field_drop_prob`` drops each optional
+    condition on its own, so one model samples with any subset of them.
     """
 
     d_model: int = 384
@@ -82,7 +86,9 @@ class DiTConfig:
     # A plain x1 head over-smooths (sample spread shrinks) in short trainings; False = the reference head.
     residual_x1: bool = True
     cond_drop_prob: float = 0.1
+    cond_field_drop_prob: float = 0.3
     num_space_groups: int = 0
+    num_element_types: int = 0
     num_elements: int = 0
     num_properties: int = 0
 
@@ -144,8 +150,11 @@ LR_SCHEDULES = ("constant", "cosine")
 ARCHITECTURE_FIELDS = {
     "VAEConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "vocab_size", "num_datasets"),
     "DiTConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "self_condition",
-                  "residual_x1", "num_space_groups", "num_elements", "num_properties"),
+                  "residual_x1", "num_space_groups", "num_element_types", "num_elements", "num_properties"),
 }
+#: DiT fields that add a condition embedder; a model fine-tuned with one of them switched on (``--init``
+#: from a model without it) starts with that embedder at zero, so it is the base model at step 0.
+CONDITION_FIELDS = ("num_space_groups", "num_element_types", "num_elements", "num_properties")
 
 
 def architecture_differences(a, b) -> list[str]:

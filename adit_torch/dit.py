@@ -31,6 +31,8 @@ class Condition:
     Attributes:
         periodic: ``(B,)`` long in {MOLECULE, CRYSTAL, NULL}.
         space_group: ``(B,)`` long, 1..230, 0 = null (only when the model has a space-group embedder).
+        elements: ``(B, num_element_types)`` float multi-hot chemical system (column ``Z - 1`` for
+            atomic number ``Z``), all-zero = null.
         composition: ``(B, num_elements)`` float element fractions, all-zero = null.
         properties: ``(B, num_properties)`` float (normalised scalar targets).
         properties_mask: ``(B, num_properties)`` bool, False = property absent / dropped.
@@ -38,6 +40,7 @@ class Condition:
 
     periodic: torch.Tensor
     space_group: torch.Tensor | None = None
+    elements: torch.Tensor | None = None
     composition: torch.Tensor | None = None
     properties: torch.Tensor | None = None
     properties_mask: torch.Tensor | None = None
@@ -51,6 +54,8 @@ class Condition:
         out = Condition(periodic=torch.full_like(self.periodic, NULL))
         if self.space_group is not None:
             out.space_group = torch.zeros_like(self.space_group)
+        if self.elements is not None:
+            out.elements = torch.zeros_like(self.elements)
         if self.composition is not None:
             out.composition = torch.zeros_like(self.composition)
         if self.properties is not None:
@@ -116,6 +121,8 @@ class ConditionEmbedder(nn.Module):
         d = cfg.d_model
         self.periodic = nn.Embedding(3, d)
         self.space_group = nn.Embedding(cfg.num_space_groups + 1, d) if cfg.num_space_groups else None
+        self.elements = (nn.Sequential(nn.Linear(cfg.num_element_types, d), nn.SiLU(), nn.Linear(d, d))
+                         if cfg.num_element_types else None)
         self.composition = (nn.Sequential(nn.Linear(cfg.num_elements, d), nn.SiLU(), nn.Linear(d, d))
                             if cfg.num_elements else None)
         self.properties = (nn.Sequential(nn.Linear(2 * cfg.num_properties, d), nn.SiLU(), nn.Linear(d, d))
@@ -126,6 +133,8 @@ class ConditionEmbedder(nn.Module):
         c = self.periodic(cond.periodic)
         if self.space_group is not None and cond.space_group is not None:
             c = c + self.space_group(cond.space_group)
+        if self.elements is not None and cond.elements is not None:
+            c = c + self.elements(cond.elements.to(c.dtype))
         if self.composition is not None and cond.composition is not None:
             c = c + self.composition(cond.composition.to(c.dtype))
         if self.properties is not None and cond.properties is not None:
@@ -198,6 +207,12 @@ class DiT(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.c_embed.periodic.weight, std=0.02)
+        # optional conditions start at zero: a model fine-tuned with a new one is its base model at step 0
+        if self.c_embed.space_group is not None:
+            nn.init.zeros_(self.c_embed.space_group.weight)
+        for mlp in (self.c_embed.elements, self.c_embed.composition, self.c_embed.properties):
+            if mlp is not None:
+                nn.init.zeros_(mlp[-1].weight)
         for lin in self.t_embed.mlp[0], self.t_embed.mlp[2]:
             nn.init.normal_(lin.weight, std=0.02)
         # adaLN-Zero: every block starts as the identity, the output as zero
@@ -243,56 +258,75 @@ class DiT(nn.Module):
 
 
 class GuidedDenoiser:
-    """Sampling fast path of :meth:`DiT.forward_with_cfg` for one batch and a known time grid.
+    """Sampling fast path of guided prediction for one batch and a known time grid.
 
-    Everything that does not depend on the latents is computed once per batch:
-    the doubled (conditional + null) condition and mask, the condition
-    embedding, and, for every time in ``times``, the timestep embedding and
-    every block's (and the final layer's) adaLN modulation. Modulations are
-    computed on the distinct condition rows only (usually two: conditional and
-    null) and gathered per sample at call time. Called with a ``t`` that is not
-    one value of the grid, it falls back to :meth:`DiT.forward_with_cfg`.
+    The prediction is a weighted sum over conditions, ``sum_j w_j * dit(x, t, c_j)``: classifier-free
+    guidance is ``[(cond, scale), (null, 1 - scale)]`` (the default from ``cond`` and ``scale``), and
+    guidance per condition adds one term per optional condition (:func:`adit_torch.conditions.guidance_terms`).
+    All terms run as ONE forward of the stacked batch. Everything that does not depend on the latents
+    is computed once per batch: the stacked condition and mask, the condition embedding, and, for
+    every time in ``times``, the timestep embedding and every block's (and the final layer's) adaLN
+    modulation. Modulations are computed on the distinct condition rows only (usually one per term)
+    and gathered per sample at call time. Called with a ``t`` that is not one value of the grid, it
+    falls back to plain forwards of the stacked batch.
 
     Args:
         dit: the model (eval mode).
         mask: ``(B, N)`` bool, True = real token.
-        cond: the batch's :class:`Condition` (B rows).
-        scale: guidance scale (1 = conditional only, no doubling).
+        cond: the batch's :class:`Condition` (B rows); ignored when ``terms`` is given.
+        scale: guidance scale (1 = conditional only, no doubling); ignored when ``terms`` is given.
         times: the times in [0, 1) at which it will be called (e.g. ``i / steps``).
+        terms: ``[(Condition of B rows, weight), ...]``; weights usually sum to 1.
     """
 
     @torch.no_grad()
-    def __init__(self, dit: DiT, mask: torch.Tensor, cond: Condition, scale: float, times):
-        self.dit, self.mask, self.cond, self.scale = dit, mask, cond, float(scale)
-        self.guided = self.scale != 1.0
-        full = cond.cat(cond.null()) if self.guided else cond
-        self.mask2 = torch.cat([mask, mask]) if self.guided else mask
-        rows, self.inverse = torch.unique(dit.c_embed(full), dim=0, return_inverse=True)  # (U, D), (B2,)
+    def __init__(self, dit: DiT, mask: torch.Tensor, cond: Condition | None, scale: float, times,
+                 terms: list[tuple[Condition, float]] | None = None):
+        if terms is None:
+            scale = float(scale)
+            terms = [(cond, 1.0)] if scale == 1.0 else [(cond, scale), (cond.null(), 1.0 - scale)]
+        self.dit, self.mask = dit, mask
+        self.weights = [float(w) for _, w in terms]
+        self.copies = len(terms)
+        full = terms[0][0]
+        for c, _ in terms[1:]:
+            full = full.cat(c)
+        self.full = full
+        self.mask_full = torch.cat([mask] * self.copies) if self.copies > 1 else mask
+        rows, self.inverse = torch.unique(dit.c_embed(full), dim=0, return_inverse=True)  # (U, D), (T B,)
         tt = torch.as_tensor(list(times), dtype=torch.float32, device=mask.device)
         c = dit.t_embed(tt)[:, None, :] + rows[None]  # (S, U, D)
         self.block_mods = [block.ada(c) for block in dit.blocks]  # each (S, U, 6 D)
         self.final_mods = dit.final.ada(c)  # (S, U, 2 D)
         self.index = {v: i for i, v in enumerate(tt.tolist())}
 
+    def _combine(self, out: torch.Tensor) -> torch.Tensor:
+        if self.copies == 1:
+            return out
+        parts = out.chunk(self.copies)
+        total = self.weights[0] * parts[0]
+        for w, part in zip(self.weights[1:], parts[1:]):
+            total = total + w * part
+        return total
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
         """``x (B, N, latent)``, ``t (B,)`` (one value), ``self_cond`` -> guided clean latents ``(B, N, latent)``."""
-        dit = self.dit
+        dit, k = self.dit, self.copies
         i = self.index.get(float(t[0])) if bool((t == t[0]).all()) else None
         if i is None:
-            return dit.forward_with_cfg(x, t, self.mask, self.cond, self_cond, self.scale)
+            sc = None if self_cond is None else torch.cat([self_cond] * k)
+            out = dit(torch.cat([x] * k), torch.cat([t] * k), self.mask_full, self.full, sc)
+            return self._combine(out)
         inp = x
         if dit.cfg.self_condition:
             inp = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond], dim=-1)
-        h = dit.x_embed(inp)  # identical for both guidance halves: embed once
-        if self.guided:
-            h = torch.cat([h, h])
+        h = dit.x_embed(inp)  # identical for every term: embed once
+        if k > 1:
+            h = torch.cat([h] * k)
         for block, mods in zip(dit.blocks, self.block_mods):
-            h = block.modulated(h, mods[i][self.inverse], self.mask2)
-        out = dit.final.modulated(h, self.final_mods[i][self.inverse])
-        if self.guided:
-            cond_out, uncond_out = out.chunk(2)
-            out = uncond_out + self.scale * (cond_out - uncond_out)
+            h = block.modulated(h, mods[i][self.inverse], self.mask_full)
+        out = self._combine(dit.final.modulated(h, self.final_mods[i][self.inverse]))
         if dit.cfg.residual_x1:
             out = x + (1 - t.to(out.dtype)).view(-1, 1, 1) * out
         return out * self.mask.unsqueeze(-1).to(out.dtype)

@@ -27,16 +27,21 @@ class LatentBatch:
         mask: ``(B, N)`` bool.
         periodic: ``(B,)`` bool.
         dataset: ``(B,)`` long.
+        space_group: ``(B,)`` long condition label 1..230, 0 = none (conditioned training only).
+        elements: ``(B, num_element_types)`` float multi-hot chemical system (conditioned training only).
     """
 
     z: torch.Tensor
     mask: torch.Tensor
     periodic: torch.Tensor
     dataset: torch.Tensor
+    space_group: torch.Tensor | None = None
+    elements: torch.Tensor | None = None
 
     def to(self, device) -> LatentBatch:
         """The same batch on ``device``."""
-        return LatentBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return LatentBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                              for f in fields(self)})
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -108,3 +113,33 @@ def encode_dataset(vae, systems, batch_size: int = 256, device="cpu", progress: 
             periodic[i] = bool(batch.periodic[row])
             dataset[i] = int(batch.dataset[row])
     return LatentSet(z, offsets, periodic, dataset)
+
+
+class ConditionedLatents(Sequence):
+    """A :class:`LatentSet` with per-system condition labels: ``item = (z, periodic, dataset, space_group,
+    elements)``; ``labels`` from :func:`adit_torch.conditions.condition_labels` (same order)."""
+
+    def __init__(self, latents: LatentSet, labels: dict[str, np.ndarray]):
+        if len(labels["space_group"]) != len(latents) or len(labels["elements"]) != len(latents):
+            raise ValueError("condition labels and latents differ in length")
+        self.latents, self.labels = latents, labels
+
+    def __len__(self) -> int:
+        return len(self.latents)
+
+    def __getitem__(self, i):
+        z, periodic, dataset = self.latents[i]
+        return z, periodic, dataset, int(self.labels["space_group"][i]), self.labels["elements"][i]
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        """Atoms per system ``(M,)``."""
+        return self.latents.num_atoms
+
+
+def collate_conditioned(items) -> LatentBatch:
+    """Pad ``(z, periodic, dataset, space_group, elements)`` items into a :class:`LatentBatch` with labels."""
+    batch = collate_latents([item[:3] for item in items])
+    batch.space_group = torch.tensor([item[3] for item in items], dtype=torch.long)
+    batch.elements = torch.from_numpy(np.stack([item[4] for item in items]).astype(np.float32))
+    return batch

@@ -39,6 +39,7 @@ class PretrainedModel:
         file: file name in ``adit_torch/resources/models`` (shipped), or None.
         url: where the weights can be downloaded (not shipped), or None.
         card: file name of the model card in ``adit_torch/resources/models``.
+        conditions: the ``adit sample --condition`` keys it was trained with (besides num_atoms).
     """
 
     name: str
@@ -48,6 +49,7 @@ class PretrainedModel:
     file: str | None = None
     url: str | None = None
     card: str | None = None
+    conditions: tuple[str, ...] = ()
 
     @property
     def shipped(self) -> bool:

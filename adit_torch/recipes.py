@@ -19,11 +19,19 @@ import torch
 from adit_torch.augment import augment_batch
 from adit_torch.batching import collate
 from adit_torch.checkpoint import load_dit, load_vae, save_checkpoint
-from adit_torch.config import DiTConfig, FlowConfig, TrainConfig, VAEConfig, architecture_differences, to_dict
+from adit_torch.config import (
+    CONDITION_FIELDS,
+    DiTConfig,
+    FlowConfig,
+    TrainConfig,
+    VAEConfig,
+    architecture_differences,
+    to_dict,
+)
 from adit_torch.dit import Condition
-from adit_torch.errors import CheckpointError
+from adit_torch.errors import CheckpointError, ConfigError
 from adit_torch.flow import flow_matching_loss
-from adit_torch.latents import LatentSet, collate_latents, encode_dataset
+from adit_torch.latents import LatentSet, collate_conditioned, collate_latents, encode_dataset
 from adit_torch.train import fit, write_json
 from adit_torch.vae import VAE
 
@@ -101,9 +109,16 @@ def _val_subset(val, size: int) -> list:
     return out
 
 
-def _require_same_architecture(stored, requested, init) -> None:
-    """:class:`CheckpointError` naming every architecture field in which ``--init``'s config differs."""
+def _require_same_architecture(stored, requested, init, new_conditions: bool = False) -> None:
+    """:class:`CheckpointError` naming every architecture field in which ``--init``'s config differs.
+
+    ``new_conditions``: a condition embedder that the stored model lacks may be switched on
+    (:data:`adit_torch.config.CONDITION_FIELDS`; it starts at zero, so the model is unchanged at step 0).
+    """
     diff = architecture_differences(stored, requested)
+    if new_conditions:
+        added = {f"{n}: 0 vs {getattr(requested, n)}" for n in CONDITION_FIELDS if getattr(stored, n, 0) == 0}
+        diff = [d for d in diff if d not in added]
     if diff:
         what = "VAE" if isinstance(stored, VAEConfig) else "DiT"
         raise CheckpointError(f"--init {init}: its {what} architecture differs from the requested one "
@@ -223,11 +238,22 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
 
 
 # ------------------------------------------------------------------------ DiT
-def dit_loss_fn(flow_cfg: FlowConfig, cond_drop_prob: float):
-    """Objective for :func:`fit`: flow matching on latents with the periodic label dropped for guidance."""
+def dit_loss_fn(flow_cfg: FlowConfig, cond_drop_prob: float, field_drop_prob: float = 0.0):
+    """Objective for :func:`fit`: flow matching on latents with the condition dropped for guidance.
+
+    The whole condition is dropped with ``cond_drop_prob``; a batch that carries optional labels
+    (``space_group``, ``elements``: conditioned training) also drops each of them on its own with
+    ``field_drop_prob``, so the model learns every subset of conditions (guidance per condition).
+    """
     def loss_fn(model, batch, generator):
         keep = torch.rand(len(batch), generator=generator, device=batch.z.device) >= cond_drop_prob
-        cond = Condition(periodic=batch.periodic.long()).drop(keep)
+        cond = Condition(periodic=batch.periodic.long())
+        for name in ("space_group", "elements"):
+            labels = getattr(batch, name, None)
+            if labels is not None:
+                kept = torch.rand(len(batch), generator=generator, device=batch.z.device) >= field_drop_prob
+                setattr(cond, name, labels * kept.view(-1, *([1] * (labels.dim() - 1))).to(labels.dtype))
+        cond = cond.drop(keep)
         net = lambda x, t, sc: model(x, t, batch.mask, cond, sc)
         loss = flow_matching_loss(net, batch.z, batch.mask, flow_cfg, generator)
         return loss, {"flow": float(loss.detach())}
@@ -276,12 +302,25 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
     mean, std = latents.stats()
     train_set = latents.normalised(mean, std)
+    conditioned = bool(dit_cfg.num_space_groups or dit_cfg.num_element_types)
+    if conditioned:
+        from adit_torch.conditions import NUM_ELEMENT_TYPES, condition_labels
+        from adit_torch.latents import ConditionedLatents
+
+        if dit_cfg.num_space_groups not in (0, 230) or dit_cfg.num_element_types not in (0, NUM_ELEMENT_TYPES):
+            raise ConfigError(f"dit.num_space_groups must be 0 or 230 and dit.num_element_types 0 or "
+                              f"{NUM_ELEMENT_TYPES}, got {dit_cfg.num_space_groups} and {dit_cfg.num_element_types}")
+        train_set = ConditionedLatents(train_set, condition_labels(data))
     torch.manual_seed(train_cfg.seed)  # the initial weights: the same seed gives the same model in any process
     dit = DiT(dit_cfg)
     if init:
         src, _, _, _ = load_dit(init)
-        _require_same_architecture(src.cfg, dit_cfg, init)
-        dit.load_state_dict(src.state_dict())
+        _require_same_architecture(src.cfg, dit_cfg, init, new_conditions=True)
+        missing, unexpected = dit.load_state_dict(src.state_dict(), strict=False)
+        new = [k for k in missing if not k.startswith(("c_embed.space_group.", "c_embed.elements.",
+                                                       "c_embed.composition.", "c_embed.properties."))]
+        if new or unexpected:
+            raise CheckpointError(f"--init {init}: weights do not fit (missing {new}, unexpected {unexpected})")
     stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data),
              "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_data}
     config = {"dit": to_dict(dit_cfg), "vae": to_dict(vae.cfg), "flow": to_dict(flow_cfg), "train": to_dict(train_cfg)}
@@ -305,5 +344,6 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     write_run_config(out_dir, {"kind": "dit", "size": size, "vae_path": str(vae_path),
                                "init": None if init is None else str(init), **config},
                      resume_changes if resume else None)
-    return fit(dit, dit_loss_fn(flow_cfg, dit_cfg.cond_drop_prob), train_set, collate_latents, train_cfg, out_dir,
+    return fit(dit, dit_loss_fn(flow_cfg, dit_cfg.cond_drop_prob, dit_cfg.cond_field_drop_prob), train_set,
+               collate_conditioned if conditioned else collate_latents, train_cfg, out_dir,
                save_model, validate, resume=resume, model_file="dit.safetensors", progress=progress)

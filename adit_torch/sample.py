@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from adit_torch.conditions import SampleConditions, guidance_terms
 from adit_torch.config import FlowConfig
-from adit_torch.dit import CRYSTAL, MOLECULE, Condition, GuidedDenoiser
+from adit_torch.dit import CRYSTAL, MOLECULE, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
 from adit_torch.flow import ends_with_clean_prediction, evaluation_times, nfe_of, solve, time_grid
 from adit_torch.inpaint import (
@@ -148,7 +149,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None,
-                   precision: str = "fp32", only: np.ndarray | None = None, drawn: tuple | None = None):
+                   precision: str = "fp32", only: np.ndarray | None = None, drawn: tuple | None = None,
+                   conditions: SampleConditions | None = None):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`; ``known`` ``(k, latent)`` or ``(num_samples, k, latent)``
@@ -161,7 +163,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     in a chunk or with all. Yields ``(idx, z, mask, periodic, dataset)`` per group:
     ``idx`` the sample indices ``(B,)``, ``z (B, N, latent)`` un-normalised VAE latents (zero on
     padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
-    :meth:`adit_torch.vae.VAE.decode_to_systems`.
+    :meth:`adit_torch.vae.VAE.decode_to_systems`. ``conditions`` (:class:`adit_torch.conditions.SampleConditions`)
+    adds optional conditions, each with its own guidance scale (:func:`adit_torch.conditions.guidance_terms`).
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
@@ -173,6 +176,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     scale = flow_cfg.cfg_scale if cfg_scale is None else float(cfg_scale)
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
+    if conditions is not None:
+        conditions.check(dit.cfg, kind)
     dim = dit.cfg.latent_dim
     if drawn is None:
         drawn = draw_sizes_and_noise(stats, kind, num_samples, dim, seed, num_atoms, device,
@@ -181,7 +186,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
     label = KINDS[kind]
-    slot_s = FORWARD_TOKEN_S * (1 if scale == 1.0 else 2)
+    copies = len(guidance_terms(kind, 1, conditions, scale, dit.cfg, device))  # forwards per sample and step
+    slot_s = FORWARD_TOKEN_S * copies
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
@@ -196,8 +202,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
         x0 = torch.zeros(bsz, n, dim, device=device)
         for row, j in enumerate(idx):
             x0[row, :counts[j]] = noise[offsets[j]:offsets[j + 1]]
-        cond = Condition(periodic=torch.full((bsz,), label, dtype=torch.long, device=device))
-        net = GuidedDenoiser(dit, mask, cond, scale, times)
+        terms = guidance_terms(kind, bsz, conditions, scale, dit.cfg, device)
+        net = GuidedDenoiser(dit, mask, None, scale, times, terms)
         if known is not None:
             net = KeepKnown(net, known if known.dim() == 2 else known[torch.as_tensor(idx, device=known.device)])
         with _autocast(device, precision):
@@ -214,7 +220,8 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                  steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                  num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                  solver: str = "euler", grid: str = "uniform", fragment: AtomicSystem | None = None,
-                 inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None):
+                 inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None,
+                 conditions: SampleConditions | None = None):
     """Generate the samples of :func:`sample_systems` in order, ``chunk`` at a time.
 
     Yields lists of :class:`AtomicSystem` (samples ``0..chunk-1``, then the next ``chunk``, ...),
@@ -249,7 +256,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
             out = [None] * len(only)
             for idx, z, mask, periodic, dataset in sample_latents(
                     dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
-                    progress, solver, grid, round_known, precision, only, drawn):
+                    progress, solver, grid, round_known, precision, only, drawn, conditions):
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
@@ -263,7 +270,7 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform",
                    fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
-                   precision: str = "fp32") -> list[AtomicSystem]:
+                   precision: str = "fp32", conditions: SampleConditions | None = None) -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
@@ -286,10 +293,12 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
             (:func:`adit_torch.inpaint.encode_in_context`), from the same noise. Two rounds halve the
             kept part's RMSD of the first (``benchmarks/results/inpainting_adit-xs-joint.json``).
         precision: ``"fp32"`` or ``"bf16"`` (the DiT under bfloat16 autocast; decoding stays float32).
+        conditions: optional conditions (space group, chemical system) with a guidance scale each
+            (:class:`adit_torch.conditions.SampleConditions`); the model must have been trained with them.
     """
     return [s for part in iter_systems(dit, vae, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed,
                                        batch_size, num_atoms, device, progress, solver, grid, fragment,
-                                       inpaint_rounds, precision) for s in part]
+                                       inpaint_rounds, precision, conditions=conditions) for s in part]
 
 
 def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
@@ -321,7 +330,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                       progress: bool = True, solver: str = "euler", grid: str = "uniform",
                       fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                       precision: str = "fp32", chunk: int | None = None,
-                      sink=None) -> tuple[list[AtomicSystem], dict[str, Any]]:
+                      sink=None, conditions: SampleConditions | None = None,
+                      ) -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
     two halves of guidance; with a ``fragment``, ``inpainting``: how well the samples kept it, see
@@ -330,6 +340,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     With ``sink``, the samples are made ``chunk`` at a time (:func:`iter_systems`) and each chunk, in
     order, is passed to ``sink(systems)`` and not kept: the returned list is empty and memory is
     bounded by the chunk whatever ``num_samples`` is (``adit sample`` streams its files this way).
+    ``conditions`` as in :func:`sample_systems`; they are recorded in the summary (``conditions``).
     """
     from adit_torch.checkpoint import load_dit
 
@@ -342,7 +353,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     rmsds: list[float] = []
     for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
-                             precision, chunk if sink is not None else None):
+                             precision, chunk if sink is not None else None, conditions=conditions):
         written += len(part)
         failed += sum(bool(s.info.get("decode_failed")) for s in part)
         if fragment is not None:
@@ -360,7 +371,9 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     summary = {
         "num_requested": num_samples, "num_written": written, "kind": kind,
         "num_failed_decodes": failed,
-        "nfe": nfe, "forward_passes_per_sample": nfe * (1 if scale == 1.0 else 2),
+        "nfe": nfe,
+        "forward_passes_per_sample": nfe * len(guidance_terms(kind, 1, conditions, scale, dit.cfg, "cpu")),
+        "conditions": conditions.as_dict() if conditions is not None else {},
         "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
                      "precision": precision,
                      "cfg_scale": scale, "seed": seed,

@@ -35,6 +35,7 @@ def run_models(args) -> int:
     for name, model in MODELS.items():
         where = "shipped" if model.shipped else model.url
         default = " (default)" if name == DEFAULT_MODEL else ""
-        print(f"{name:<{width}}  {'+'.join(model.kinds):<16}  {where}  {model.description}{default}")
+        conditions = "conditions: " + ", ".join(("num_atoms", *model.conditions))
+        print(f"{name:<{width}}  {'+'.join(model.kinds):<16}  {where}  {model.description}{default}  [{conditions}]")
     print("\n`adit models show NAME` prints a model's card; `adit sample --model NAME` samples it.")
     return 0

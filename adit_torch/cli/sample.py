@@ -45,6 +45,11 @@ def register(subparsers) -> None:
     p.add_argument("--inpaint-rounds", type=int, default=2,
                    help="with --fragment: sampling rounds; from the second on the kept atoms are encoded inside the "
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
+    p.add_argument("--condition", action="append", metavar="KEY=VALUE",
+                   help="generate under a condition the model was trained with (repeatable): space_group=225 "
+                        "(crystals), chemical_system=Li-Fe-O; `adit models` lists each model's conditions")
+    p.add_argument("--guidance", action="append", metavar="KEY=SCALE",
+                   help="guidance scale of one --condition (repeatable; default 1.0): space_group=2.0")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="network precision: fp32, or bf16 autocast (for GPUs; the ODE state stays fp32)")
@@ -96,6 +101,16 @@ def _check(args) -> None:
     if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
         raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
                               "pass --num-atoms or use a checkpoint trained on them")
+    from adit_torch.conditions import parse_conditions
+
+    args.conditions = parse_conditions(args.condition, args.guidance)
+    if args.guidance and not args.condition:
+        raise ConfigError("--guidance needs a --condition to scale")
+    if args.conditions.keys():
+        from adit_torch.config import DiTConfig, from_dict
+
+        dit_cfg = from_dict(DiTConfig, meta.get("config", {}).get("dit", {}), where=f"{args.checkpoint} [dit]")
+        args.conditions.check(dit_cfg, args.kind)
     args.fragment_system = None
     if args.inpaint_rounds < 1:
         raise ConfigError(f"--inpaint-rounds must be at least 1, got {args.inpaint_rounds}")
@@ -135,7 +150,8 @@ def run_sample(args) -> int:
                                        args.seed, args.batch_size, args.num_atoms, args.device,
                                        progress=not args.quiet, solver=args.solver, grid=args.time_grid,
                                        fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
-                                       precision=args.precision, chunk=CHUNK, sink=sink)
+                                       precision=args.precision, chunk=CHUNK, sink=sink,
+                                       conditions=args.conditions if args.conditions.keys() else None)
     written = summary["num_written"]
     summary["settings"]["model"] = args.model
     summary["settings"]["fragment"] = None if args.fragment is None else str(args.fragment)

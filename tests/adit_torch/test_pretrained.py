@@ -39,6 +39,16 @@ def test_default_model_loads_and_both_kinds_have_atom_counts():
     assert flow_cfg.steps == 100
 
 
+def test_registered_conditions_are_those_the_shipped_weights_were_trained_with():
+    from adit_torch.conditions import model_conditions
+    from adit_torch.config import DiTConfig, from_dict
+
+    for name, model in MODELS.items():
+        if model.shipped:
+            cfg = read_metadata(pretrained_path(name))["config"]["dit"]
+            assert model_conditions(from_dict(DiTConfig, cfg)) == list(model.conditions), name
+
+
 def test_unknown_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown pretrained model 'nope'; known: adit-xs-joint"):
         pretrained_path("nope")

@@ -1,0 +1,169 @@
+"""Conditions: parsing and errors, training labels on real data, guidance per condition, zero-initialised
+embedders for fine-tuning, and `adit train-dit` / `adit sample` with conditions end to end (fixtures)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from adit_model_data import qm9_systems
+
+from adit_torch.cli import EXIT_CODES, main
+from adit_torch.conditions import (
+    NUM_ELEMENT_TYPES,
+    SampleConditions,
+    condition_labels,
+    guidance_terms,
+    parse_conditions,
+)
+from adit_torch.config import DiTConfig
+from adit_torch.datasets import SystemDataset
+from adit_torch.dit import DiT, GuidedDenoiser
+from adit_torch.errors import ConfigError
+from adit_torch.io import read_systems
+from adit_torch.recipes import JointSystems
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+COND = DiTConfig(d_model=32, num_layers=1, num_heads=4, num_space_groups=230, num_element_types=NUM_ELEMENT_TYPES)
+
+
+def test_parse_conditions_and_their_errors():
+    c = parse_conditions(["space_group=225", "chemical_system=O-Fe-Li"], ["space_group=2.5"])
+    assert c.space_group == 225 and c.chemical_system == (3, 8, 26)
+    assert c.scale("space_group") == 2.5 and c.scale("chemical_system") == 1.0
+    assert c.as_dict() == {"space_group": 225, "chemical_system": "Li-O-Fe",
+                           "guidance": {"space_group": 2.5, "chemical_system": 1.0}}
+    for items, guidance, match in [
+        (["band_gap=1.5"], None, "unknown key 'band_gap'"),
+        (["space_group=0"], None, "1..230"),
+        (["space_group=231"], None, "1..230"),
+        (["chemical_system=Li-Xx"], None, "not element symbols: Xx"),
+        (["space_group=12", "space_group=13"], None, "given twice"),
+        (["space_group"], None, "KEY=VALUE"),
+        (["space_group=12"], ["space_group=big"], "KEY=SCALE"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            parse_conditions(items, guidance)
+
+
+def test_a_condition_the_model_lacks_is_refused_naming_what_it_supports():
+    plain = DiTConfig(d_model=32, num_layers=1, num_heads=4)
+    with pytest.raises(ConfigError, match="was not trained with it; it supports no condition"):
+        parse_conditions(["space_group=225"]).check(plain, "crystal")
+    with pytest.raises(ConfigError, match="only crystals have a space group"):
+        parse_conditions(["space_group=225"]).check(COND, "molecule")
+    with pytest.raises(ConfigError, match="--guidance chemical_system: no such condition is set"):
+        parse_conditions(["space_group=225"], ["chemical_system=2"]).check(COND, "crystal")
+    parse_conditions(["space_group=225", "chemical_system=C-H-O"]).check(COND, "crystal")
+
+
+def test_training_labels_on_real_mp20_and_qm9():
+    crystals = [s for name in ("mp_20_pilot_train.csv.gz", "mp_20_pilot_val.csv.gz", "mp_20_pilot_test.csv.gz")
+                for s in read_systems(FIXTURES / "mp20" / name)]
+    molecules = qm9_systems(4)
+    k = len(crystals)
+    data = JointSystems([SystemDataset.from_systems("mp20", crystals, ("spacegroup",), 0),
+                         SystemDataset.from_systems("qm9", molecules, (), 1)])
+    labels = condition_labels(data)
+    assert k >= 8 and labels["space_group"].shape == (k + 4,) and labels["elements"].shape == (k + 4, NUM_ELEMENT_TYPES)
+    # MP-20's own labels where it has them, none for molecules
+    assert list(labels["space_group"][:k]) == [int(s.info["spacegroup"]) for s in crystals]
+    assert list(labels["space_group"][k:]) == [0] * 4
+    for row, system in zip(labels["elements"], crystals + molecules):
+        assert set(np.nonzero(row)[0] + 1) == set(system.numbers.tolist())
+    # without the column, spglib at symprec 0.1 gives MP's number for these crystals
+    unlabelled = condition_labels(JointSystems([SystemDataset.from_systems("x", crystals, (), 0)]))
+    agree = np.mean(unlabelled["space_group"] == labels["space_group"][:k])
+    assert agree >= 0.75, (unlabelled["space_group"], labels["space_group"][:k])
+
+
+def _dit(cfg, seed=0):
+    torch.manual_seed(seed)
+    dit = DiT(cfg).eval()
+    for p in dit.parameters():  # a trained-looking model: no zero layers left
+        p.data.add_(0.05 * torch.randn_like(p))
+    return dit
+
+
+def test_guidance_per_condition_is_the_weighted_sum_of_its_terms():
+    dit = _dit(COND)
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    x = torch.randn(2, 3, COND.latent_dim)
+    t = torch.full((2,), 0.3)
+    conds = SampleConditions(space_group=225, chemical_system=(3, 8), guidance={"space_group": 2.0})
+    terms = guidance_terms("crystal", 2, conds, 1.5, COND, "cpu")
+    assert [round(w, 6) for _, w in terms] == [-0.5, -1.5, 2.0, 1.0] and abs(sum(w for _, w in terms) - 1) < 1e-9
+    assert terms[2][0].space_group.tolist() == [225, 225] and terms[1][0].space_group.tolist() == [0, 0]
+    assert terms[3][0].elements[0].nonzero().flatten().tolist() == [2, 7]
+    expected = sum(w * dit(x, t, mask, c) for c, w in terms)
+    with torch.no_grad():
+        fast = GuidedDenoiser(dit, mask, None, 1.5, [0.3], terms)(x, t, None)  # precomputed modulations
+        slow = GuidedDenoiser(dit, mask, None, 1.5, [0.7], terms)(x, t, None)  # off the grid: plain forwards
+    torch.testing.assert_close(fast, expected.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(slow, expected.detach(), atol=1e-5, rtol=1e-5)
+    # no optional condition: plain classifier-free guidance, as before
+    plain = guidance_terms("crystal", 2, None, 2.0, COND, "cpu")
+    assert [w for _, w in plain] == [-1.0, 2.0]
+
+
+def test_new_condition_embedders_start_at_zero_so_a_fine_tune_starts_as_its_base_model():
+    base_cfg = DiTConfig(d_model=32, num_layers=1, num_heads=4)
+    base = _dit(base_cfg)
+    torch.manual_seed(5)
+    tuned = DiT(COND).eval()
+    missing, unexpected = tuned.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith(("c_embed.space_group", "c_embed.elements")) for k in missing)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    x, t = torch.randn(3, 4, 8), torch.rand(3)
+    plain = guidance_terms("crystal", 3, None, 1.0, base_cfg, "cpu")[0][0]
+    full = guidance_terms("crystal", 3, SampleConditions(space_group=12, chemical_system=(8, 26)), 2.0, COND,
+                          "cpu")[-1][0]
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(x, t, mask, full), base(x, t, mask, plain))
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("conditions")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ADIT_MP20_DIR", str(FIXTURES / "mp20"))
+    mp.setenv("ADIT_QM9_DIR", str(FIXTURES / "qm9"))
+    mp.setenv("ADIT_CACHE_DIR", str(root / "cache"))
+    tiny = {"vae": {"d_model": 32, "num_layers": 1, "num_heads": 4},
+            "dit": {"d_model": 32, "num_layers": 1, "num_heads": 4},
+            "flow": {"steps": 3},
+            "train": {"batch_size": 8, "val_every": 0, "val_size": 0, "val_samples": 0, "log_every": 2}}
+    (root / "tiny.json").write_text(json.dumps(tiny))
+    assert main(["train-vae", "--dataset", "joint", "--out-dir", str(root / "vae"), "--settings",
+                 str(root / "tiny.json"), "--max-steps", "2", "--quiet"]) == 0
+    assert main(["train-dit", "--vae", str(root / "vae" / "vae.safetensors"), "--dataset", "joint", "--out-dir",
+                 str(root / "base"), "--settings", str(root / "tiny.json"), "--max-steps", "2", "--quiet"]) == 0
+    yield root
+    mp.undo()
+
+
+def test_fine_tune_with_new_conditions_then_sample_under_them(env, capsys):
+    root = env
+    (root / "cond.json").write_text(json.dumps({"dit": {"num_space_groups": 230, "num_element_types": 100},
+                                                "train": {"batch_size": 8, "val_every": 0, "val_size": 0,
+                                                          "val_samples": 0, "log_every": 2}}))
+    base = root / "base" / "dit.safetensors"
+    assert main(["train-dit", "--vae", str(base), "--init", str(base), "--dataset", "joint", "--out-dir",
+                 str(root / "cond"), "--settings", str(root / "cond.json"), "--max-steps", "2", "--quiet"]) == 0
+    out = root / "s.extxyz"
+    rc = main(["sample", "--checkpoint", str(root / "cond" / "dit.safetensors"), "--kind", "crystal",
+               "--num-samples", "3", "--steps", "2", "--condition", "space_group=225", "--condition",
+               "chemical_system=Li-Fe-O", "--guidance", "space_group=2", "--out", str(out), "--quiet"])
+    assert rc == 0
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["conditions"] == {"space_group": 225, "chemical_system": "Li-O-Fe",
+                                     "guidance": {"space_group": 2.0, "chemical_system": 1.0}}
+    assert summary["forward_passes_per_sample"] == summary["nfe"] * 4  # null, base, and one per condition
+    # the unconditioned base model refuses, before any sampling, and says what it supports
+    capsys.readouterr()
+    rc = main(["sample", "--checkpoint", str(base), "--kind", "crystal", "--num-samples", "2",
+               "--condition", "space_group=225", "--out", str(root / "x.extxyz"), "--quiet"])
+    assert rc == EXIT_CODES["bad_input"]
+    assert "was not trained with it; it supports no condition" in capsys.readouterr().err
+    assert not (root / "x.extxyz").exists()
