@@ -39,6 +39,7 @@ def generated_structures(
     elements: Iterable[str] | None = None,
     kind: str | None = None,
     max_e_above_hull: float | None = None,
+    conditions: dict | None = None,
 ) -> orm.QueryBuilder:
     """A QueryBuilder projecting the generated StructureData (tag ``structure``) that match every filter.
 
@@ -50,6 +51,8 @@ def generated_structures(
     :param elements: only structures containing all these element symbols.
     :param kind: ``crystal`` or ``molecule``.
     :param max_e_above_hull: only structures with ``e_above_hull`` extra (eV/atom) <= this.
+    :param conditions: only structures sampled under these conditions (``{"space_group": 225}``,
+        ``{"chemical_system": "Fe-Li-O"}``: any spelling of the set; other conditions may be set too).
     """
     query = orm.QueryBuilder()
     if checkpoint is not None:
@@ -72,6 +75,11 @@ def generated_structures(
         filters["extras.elements"] = {"contains": sorted(set(elements))}
     if max_e_above_hull is not None:
         filters["extras.e_above_hull"] = {"<=": float(max_e_above_hull)}
+    if conditions:
+        from aiida_adit.parsers.sample import canonical_conditions
+
+        for key, value in canonical_conditions(conditions).items():
+            filters[f"extras.conditions.{key}"] = value
     query.append(orm.StructureData, with_incoming="sample", filters=filters, tag="structure", project="*")
 
     if workchain is not None:

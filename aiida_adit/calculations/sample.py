@@ -111,6 +111,28 @@ def validate_precision(value: orm.Str, _) -> str | None:
     return None
 
 
+def validate_conditions(value, _) -> str | None:
+    """``{"space_group": 225, "chemical_system": "Li-Fe-O", "guidance": {"space_group": 2.0}}``: the keys,
+    values and scales of ``adit sample --condition`` / ``--guidance``, checked the way the command checks them."""
+    from adit_torch.conditions import parse_conditions
+    from adit_torch.errors import ConfigError
+
+    try:
+        parse_conditions(*condition_flags(value.get_dict()))
+    except ConfigError as exc:
+        return f"`conditions`: {exc}"
+    except (TypeError, AttributeError) as exc:
+        return f"`conditions`: expected {{key: value, 'guidance': {{key: scale}}}}: {exc}"
+    return None
+
+
+def condition_flags(conditions: dict) -> tuple[list[str], list[str]]:
+    """``conditions`` Dict content -> the ``KEY=VALUE`` items of ``--condition`` and ``--guidance``."""
+    items = [f"{key}={value}" for key, value in conditions.items() if key != "guidance"]
+    scales = [f"{key}={value}" for key, value in (conditions.get("guidance") or {}).items()]
+    return items, scales
+
+
 def validate_fragment_inputs(inputs, _) -> str | None:
     """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given."""
     fragment = inputs.get("fragment")
@@ -201,6 +223,15 @@ class AditSampleCalculation(AditCalculation):
             "non-periodic one keeps atoms (types and positions) for molecules. Samples need more atoms than it; "
             "the summary reports how well they kept it (`inpainting`).",
         )
+        spec.input(
+            "conditions",
+            valid_type=orm.Dict,
+            required=False,
+            validator=validate_conditions,
+            help="Conditions the model was trained with (`adit sample --condition`), e.g. `{\"space_group\": 225, "
+            "\"chemical_system\": \"Li-Fe-O\", \"guidance\": {\"space_group\": 2.0}}`. Copied into every "
+            "generated structure's extra `conditions`, so a query finds all structures generated under one.",
+        )
         spec.inputs["metadata"]["options"]["parser_name"].default = "adit.sample"
         spec.inputs.validator = validate_fragment_inputs
 
@@ -256,6 +287,10 @@ class AditSampleCalculation(AditCalculation):
             with folder.open(FRAGMENT_NAME, "w") as handle:
                 atoms.write(handle, format="extxyz")
             cmdline += ["--fragment", FRAGMENT_NAME]
+        if "conditions" in self.inputs:
+            items, scales = condition_flags(self.inputs.conditions.get_dict())
+            cmdline += [arg for item in items for arg in ("--condition", item)]
+            cmdline += [arg for item in scales for arg in ("--guidance", item)]
         return self.make_calc_info(
             cmdline,
             retrieve=[SUMMARY_NAME],

@@ -22,13 +22,29 @@ def output_label(index: int) -> str:
     return f"sample_{index:05d}"
 
 
-def structure_extras(structure: orm.StructureData, kind: str, info: dict | None = None) -> dict:
+def structure_extras(structure: orm.StructureData, kind: str, info: dict | None = None,
+                     conditions: dict | None = None) -> dict:
     """The extras every generated structure carries: ``kind`` and ``elements`` (sorted symbols), plus
-    ``decode_failed`` (the read-out's reason) for a crystal whose decode failed (a flagged placeholder)."""
+    ``decode_failed`` (the read-out's reason) for a crystal whose decode failed (a flagged placeholder),
+    and ``conditions`` (the ``conditions`` input without its guidance scales) when it was sampled under some."""
     extras = {"kind": kind, "elements": sorted(structure.get_symbols_set())}
+    if conditions:
+        extras["conditions"] = canonical_conditions(conditions)
     if info and info.get("decode_failed"):
         extras["decode_failed"] = str(info["decode_failed"])
     return extras
+
+
+def canonical_conditions(conditions: dict) -> dict:
+    """The condition values in one spelling (space group as an int, a chemical system as its symbols in
+    order of atomic number, ``Li-O-Fe``), without guidance scales: what the extras hold and queries match."""
+    from adit_torch.conditions import parse_conditions
+    from aiida_adit.calculations.sample import condition_flags
+
+    items, _ = condition_flags(conditions)
+    canonical = parse_conditions(items).as_dict()
+    canonical.pop("guidance", None)
+    return canonical
 
 
 class AditSampleParser(AditParser):
@@ -66,6 +82,7 @@ class AditSampleParser(AditParser):
 
         self.out("samples", orm.SinglefileData(file=path, filename=OUTPUT_NAME))
         kind = self.node.inputs.kind.value
+        conditions = self.node.inputs.conditions.get_dict() if "conditions" in self.node.inputs else None
         stored, skipped = 0, []
         for index, atoms in enumerate(frames):
             try:
@@ -77,7 +94,7 @@ class AditSampleParser(AditParser):
                 continue
             structure.label = f"{kind} {output_label(index)}"
             # set before storing: written with the node, no extra commit per structure
-            structure.base.extras.set_many(structure_extras(structure, kind, atoms.info))
+            structure.base.extras.set_many(structure_extras(structure, kind, atoms.info, conditions))
             self.out(f"structures.{output_label(index)}", structure)
             stored += 1
         if summary is not None:

@@ -158,6 +158,11 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
                                                      "precision": orm.Str("bf16")})
     assert calc_info.codes_info[0].cmdline_params[-6:] == ["--batch-size", "32", "--num-atoms", "9",
                                                            "--precision", "bf16"]
+    # conditions become --condition / --guidance items
+    conditions = orm.Dict({"space_group": 225, "chemical_system": "Li-Fe-O", "guidance": {"space_group": 2.0}})
+    _, calc_info = generate_calc_job("adit.sample", {**inputs, "kind": orm.Str("crystal"), "conditions": conditions})
+    assert calc_info.codes_info[0].cmdline_params[-6:] == ["--condition", "space_group=225", "--condition",
+                                                           "chemical_system=Li-Fe-O", "--guidance", "space_group=2.0"]
 
 
 def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
@@ -219,6 +224,9 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("num_atoms", lambda: orm.Int(-1), "`num_atoms` is -1; expected a positive integer"),
         ("precision", lambda: orm.Str("fp8"), "`precision` is 'fp8'; expected one of fp32, bf16"),
         ("checkpoint", None, "is of kind `vae`, expected `dit`"),
+        ("conditions", lambda: orm.Dict({"space_group": 231}), "a space group is an international number 1..230"),
+        ("conditions", lambda: orm.Dict({"band_gap": 1.5}), "unknown key 'band_gap'"),
+        ("conditions", lambda: orm.Dict({"chemical_system": "Li-Qq"}), "not element symbols: Qq"),
     ],
 )
 def test_sample_rejects_bad_input_before_submission(adit_code, make_checkpoint, port, value, message):

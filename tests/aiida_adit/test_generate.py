@@ -328,3 +328,50 @@ def test_precise_protocol_requests_a_gpu_for_training_and_sampling_only(aiida_pr
         adit_code("adit.sample"), "moderate", overrides={"sample": {"solver": "heun", "steps": 10}})
     assert "custom_scheduler_commands" not in moderate.train_vae.train.metadata.options
     assert moderate.sample.sample.solver.value == "heun" and moderate.sample.sample.steps.value == 10
+
+
+def test_sample_under_conditions_is_queryable_by_them(aiida_profile_clean, adit_code, tmp_path, monkeypatch):
+    """A real adit.sample run with a `conditions` input on a (tiny) model trained with them: the conditions
+    reach the command, land in every structure's extras, and `generated_structures(conditions=...)` finds
+    exactly those structures, whatever the spelling of the chemical system."""
+    import json
+    import pathlib
+
+    from aiida.plugins import CalculationFactory
+
+    from adit_torch.cli import main
+
+    fixtures = pathlib.Path(__file__).resolve().parents[1] / "fixtures"
+    monkeypatch.setenv("ADIT_MP20_DIR", str(fixtures / "mp20"))
+    monkeypatch.setenv("ADIT_QM9_DIR", str(fixtures / "qm9"))
+    monkeypatch.setenv("ADIT_CACHE_DIR", str(tmp_path / "cache"))
+    settings = {"vae": {"d_model": 32, "num_layers": 1, "num_heads": 4},
+                "dit": {"d_model": 32, "num_layers": 1, "num_heads": 4, "num_space_groups": 230,
+                        "num_element_types": 100},
+                "flow": {"steps": 3}, "train": {"batch_size": 8, "val_every": 0, "val_size": 0, "val_samples": 0}}
+    (tmp_path / "s.json").write_text(json.dumps(settings))
+    assert main(["train-vae", "--dataset", "joint", "--out-dir", str(tmp_path / "vae"), "--settings",
+                 str(tmp_path / "s.json"), "--max-steps", "2", "--quiet"]) == 0
+    assert main(["train-dit", "--vae", str(tmp_path / "vae" / "vae.safetensors"), "--dataset", "joint", "--out-dir",
+                 str(tmp_path / "dit"), "--settings", str(tmp_path / "s.json"), "--max-steps", "2", "--quiet"]) == 0
+    checkpoint = CheckpointData.get_or_create(tmp_path / "dit" / "dit.safetensors")
+    inputs = {"code": adit_code("adit.sample"), "checkpoint": checkpoint, "num_samples": orm.Int(2),
+              "kind": orm.Str("crystal"), "steps": orm.Int(2), "metadata": {"options": {"max_wallclock_seconds": 600}}}
+    conditions = {"space_group": 225, "chemical_system": "O-Mg", "guidance": {"space_group": 2.0}}
+    results, conditioned = run_get_node(CalculationFactory("adit.sample"), conditions=orm.Dict(conditions), **inputs)
+    assert conditioned.is_finished_ok, conditioned.exit_message
+    assert results["summary"]["conditions"]["space_group"] == 225
+    _, plain = run_get_node(CalculationFactory("adit.sample"), **inputs)
+    assert plain.is_finished_ok, plain.exit_message
+
+    made = {n.pk for n in conditioned.outputs.structures.values()}
+    for node in conditioned.outputs.structures.values():
+        assert node.base.extras.get("conditions") == {"space_group": 225, "chemical_system": "O-Mg"}  # by Z
+    assert all("conditions" not in n.base.extras.all for n in plain.outputs.structures.values())
+
+    def pks(**filters):
+        return {n.pk for n in structures(generated_structures(**filters))}
+
+    assert pks(conditions={"space_group": 225}) == made
+    assert pks(conditions={"chemical_system": "Mg-O"}) == made == pks(conditions={"chemical_system": "O-Mg"})
+    assert pks(conditions={"space_group": 194}) == set()
