@@ -49,7 +49,9 @@ def energies_above_hull(hull: ReferenceHullData, **batch) -> dict:
         ``energies`` ({key: Float}) or ``relax_results`` ({label: Dict}: the
         ``results`` of the ``adit.relax`` CalcJobs that relaxed them, whose
         ``structures.<key>.energy`` is the energy of the relaxed structure ``key``).
-    :returns: ``e_above_hull`` and ``e_form_per_atom``, each {key: Float}.
+    :returns: ``e_above_hull`` and ``e_form_per_atom``, each {key: Float}, and ``summary``: one Dict
+        with the same numbers (``{"e_above_hull": {key: value}, "e_form_per_atom": {...}}``), which
+        :func:`stability_rates` takes instead of one Float input per structure.
 
     Each output Float is linked to this one process, whose inputs are the batch:
     the structure it belongs to is the input ``structures.<key>`` of the same key.
@@ -74,24 +76,35 @@ def energies_above_hull(hull: ReferenceHullData, **batch) -> dict:
         counts = _counts(structures[key])
         e_hull[key] = orm.Float(reference.e_above_hull(counts, energies[key]))
         e_form[key] = orm.Float(reference.formation_energy_per_atom(counts, energies[key]))
-    return {"e_above_hull": e_hull, "e_form_per_atom": e_form}
+    summary = orm.Dict({"e_above_hull": {k: v.value for k, v in e_hull.items()},
+                        "e_form_per_atom": {k: v.value for k, v in e_form.items()}})
+    return {"e_above_hull": e_hull, "e_form_per_atom": e_form, "summary": summary}
 
 
 @calcfunction
-def stability_rates(settings: orm.Dict, evaluation: orm.Dict | None = None, **e_above_hull: orm.Float) -> orm.Dict:
+def stability_rates(settings: orm.Dict, evaluation: orm.Dict | None = None, **e_above_hull) -> orm.Dict:
     """Stable / metastable (and S.U.N. / M.S.U.N. with ``evaluation``) rates over ``settings['keys']``.
 
     :param settings: ``keys`` (every input structure, sorted; those without an
         energy above hull count as neither stable nor metastable), ``potential``,
         ``hull``, ``stable_threshold`` and ``metastable_threshold`` (eV/atom).
     :param evaluation: ``{"records": [...]}`` of ``adit.evaluate`` in the order of ``keys``.
-    :param e_above_hull: one Float per structure key that has one (eV/atom).
+    :param e_above_hull: the energies above hull (eV/atom), as one Float per structure key, or as
+        the ``summary`` Dicts of :func:`energies_above_hull` (one per batch, any input name), or both.
+        The Dicts keep the inputs to one per batch: aiida-core checks each new input link against
+        every earlier one by value, so 1,000 Float inputs took over 5 minutes to link here.
     """
     from adit_torch.stability.rates import stability_rates as rates
 
     cfg = settings.get_dict()
     keys = list(cfg["keys"])
-    values = [e_above_hull[k].value if k in e_above_hull else None for k in keys]
+    known: dict[str, float] = {}
+    for name, node in e_above_hull.items():
+        if isinstance(node, orm.Dict):
+            known.update({k: float(v) for k, v in node.get_dict()["e_above_hull"].items()})
+        else:
+            known[name] = node.value
+    values = [known.get(k) for k in keys]
     records = None if evaluation is None else list(evaluation.get_dict()["records"])
     out = rates(
         values,

@@ -279,6 +279,7 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
         marked killed and computed again.
         """
         hull, values = self.ctx.hull, {}
+        rates_inputs = {}  # per batch its summary Dict (older runs' batches have none: their Floats)
         elements = set(hull.base.attributes.get("elements", []))
         keys = []
         for key in sorted(self.ctx.relaxed):
@@ -301,6 +302,10 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
                 outputs = done[0].outputs.e_above_hull
                 self.report(f"reusing {label} ({done[0].process_label}<{done[0].pk}>) from before a restart")
                 values.update({key: outputs[key] for key in batch})
+                if "summary" in done[0].outputs:
+                    rates_inputs[f"batch_{index:04d}"] = done[0].outputs.summary
+                else:
+                    rates_inputs.update({key: outputs[key] for key in batch})
                 continue
             inputs = {"structures": {key: self.ctx.relaxed[key] for key in batch}}
             if self.use_engine():
@@ -313,8 +318,9 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
                 }
             result = energies_above_hull(hull, **inputs, metadata={"call_link_label": label})
             values.update(result["e_above_hull"])
+            rates_inputs[f"batch_{index:04d}"] = result["summary"]
         self._write_extras(values)
-        self.ctx.e_hull = values
+        self.ctx.rates_inputs = rates_inputs
         self.out("e_above_hull", values)
         self.out("hull", hull)
 
@@ -351,7 +357,7 @@ class AditMetastabilityWorkChain(ReturnLinksInBulk, WorkChain):
             }
         )
         extra = {"evaluation": self.inputs.evaluation} if "evaluation" in self.inputs else {}
-        rates = stability_rates(settings, **extra, **self.ctx.e_hull, metadata={"call_link_label": "rates"})
+        rates = stability_rates(settings, **extra, **self.ctx.rates_inputs, metadata={"call_link_label": "rates"})
         self.out("rates", rates)
         self.report(
             f"stable {rates['counts']['stable']}/{len(self.ctx.structure_keys)}, "

@@ -56,3 +56,16 @@ def test_rates_calcfunction_counts_missing_structures_as_neither():
     assert rates["counts"]["structures"] == 3 and rates["counts"]["stable"] == 1
     assert rates["metastable_rate"] == pytest.approx(2 / 3)
     assert rates["per_structure"] == {"a": -0.01, "b": 0.05, "c": None}
+
+
+def test_rates_from_batch_summaries_equal_rates_from_floats(lio_hull):
+    """The work chain passes one summary Dict per hull batch (not one Float per structure); same rates."""
+    settings = orm.Dict({"keys": ["a", "b", "c", "d"], "potential": "chgnet-0.3.0", "hull": "li_o.csv"})
+    floats = stability_rates(settings, a=orm.Float(-0.01), b=orm.Float(0.05), d=orm.Float(0.3))
+    batches, node = stability_rates.run_get_node(
+        settings,
+        batch_0000=orm.Dict({"e_above_hull": {"a": -0.01, "b": 0.05}, "e_form_per_atom": {}}),
+        d=orm.Float(0.3),  # a batch of an older run, reused as Floats
+    )
+    assert batches.get_dict() == floats.get_dict()
+    assert len(node.base.links.get_incoming().all()) == 3  # settings, one batch, one Float
