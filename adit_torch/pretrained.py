@@ -67,6 +67,15 @@ MODELS: dict[str, PretrainedModel] = {
         file="adit-xs-joint.safetensors",
         card="adit-xs-joint.md",
     ),
+    "adit-xs-joint-cond": PretrainedModel(
+        name="adit-xs-joint-cond",
+        description="adit-xs-joint fine-tuned 22 minutes with space-group and chemical-system conditions",
+        kinds=("crystal", "molecule"),
+        sha256="7d18f786c89b992ba507a5dad5dfd64484c91ca10e6a947ec0bf3bf659a16755",
+        file="adit-xs-joint-cond.safetensors",
+        card="adit-xs-joint-cond.md",
+        conditions=("space_group", "chemical_system"),
+    ),
 }
 DEFAULT_MODEL = "adit-xs-joint"
 

@@ -53,6 +53,9 @@ def score(systems, kind: str, condition: str | None) -> dict:
         hits = [set(s.numbers.tolist()) <= allowed for s in valid]
     else:
         hits = [spacegroup_number(s) == int(value) for s in valid]
+        loose = [spacegroup_number(s, 0.5) for s in valid]  # raw samples are rarely symmetric to 0.1 Å
+        out.update({"hit_rate_of_valid_symprec_0.5": sum(g == int(value) for g in loose) / max(1, len(valid)),
+                    "not_p1_of_valid_symprec_0.5": sum(g not in (None, 1) for g in loose) / max(1, len(valid))})
     out.update({"hits": int(sum(hits)), "hit_rate_of_valid": sum(hits) / max(1, len(valid)),
                 "hit_rate_of_all": sum(hits) / max(1, len(systems))})
     return out
