@@ -170,6 +170,12 @@ def parse_conditions(items: list[str] | None, guidance: list[str] | None = None)
     return out
 
 
+def num_guidance_terms(conditions: SampleConditions | None, scale: float) -> int:
+    """How many predictions :func:`guidance_terms` combines: the forwards per sample and step."""
+    extras = len(conditions.keys()) if conditions is not None else 0
+    return 1 if not extras and scale == 1.0 else 2 + extras
+
+
 def guidance_terms(kind: str, batch: int, conditions: SampleConditions | None, scale: float, dit_cfg,
                    device) -> list[tuple[Condition, float]]:
     """The conditions and weights whose weighted sum of predictions is the guided denoiser (module doc).

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adit_torch.conditions import SampleConditions, guidance_terms
+from adit_torch.conditions import SampleConditions, guidance_terms, num_guidance_terms
 from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
@@ -186,8 +186,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
     label = KINDS[kind]
-    copies = len(guidance_terms(kind, 1, conditions, scale, dit.cfg, device))  # forwards per sample and step
-    slot_s = FORWARD_TOKEN_S * copies
+    slot_s = FORWARD_TOKEN_S * num_guidance_terms(conditions, scale)  # forwards per sample and step
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
@@ -372,7 +371,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
         "num_requested": num_samples, "num_written": written, "kind": kind,
         "num_failed_decodes": failed,
         "nfe": nfe,
-        "forward_passes_per_sample": nfe * len(guidance_terms(kind, 1, conditions, scale, dit.cfg, "cpu")),
+        "forward_passes_per_sample": nfe * num_guidance_terms(conditions, scale),
         "conditions": conditions.as_dict() if conditions is not None else {},
         "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
                      "precision": precision,

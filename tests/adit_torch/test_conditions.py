@@ -15,6 +15,7 @@ from adit_torch.conditions import (
     SampleConditions,
     condition_labels,
     guidance_terms,
+    num_guidance_terms,
     parse_conditions,
 )
 from adit_torch.config import DiTConfig
@@ -105,6 +106,9 @@ def test_guidance_per_condition_is_the_weighted_sum_of_its_terms():
     # no optional condition: plain classifier-free guidance, as before
     plain = guidance_terms("crystal", 2, None, 2.0, COND, "cpu")
     assert [w for _, w in plain] == [-1.0, 2.0]
+    # the count the sampler budgets its batches and summary with
+    assert num_guidance_terms(conds, 1.5) == len(terms) == 4 and num_guidance_terms(None, 2.0) == len(plain)
+    assert num_guidance_terms(None, 1.0) == len(guidance_terms("crystal", 2, None, 1.0, COND, "cpu")) == 1
 
 
 def test_new_condition_embedders_start_at_zero_so_a_fine_tune_starts_as_its_base_model():

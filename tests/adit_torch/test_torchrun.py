@@ -31,15 +31,21 @@ def _launcher() -> list[str]:
     return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
 
 
+def _tiny_run(tmp_path: Path, **extra_env: str) -> tuple[Path, dict[str, str]]:
+    """The tiny settings file and the environment (fixture data, one thread, ``extra_env``) of a training run."""
+    settings = tmp_path / "tiny.json"
+    settings.write_text(json.dumps(TINY))
+    env = {**os.environ, "ADIT_MP20_DIR": str(FIXTURES / "mp20"), "ADIT_CACHE_DIR": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1", **extra_env}
+    return settings, env
+
+
 @pytest.mark.slow
 def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_as_one(tmp_path):
     adit = Path(sys.executable).parent / "adit"
     if not adit.exists():
         pytest.skip(f"the `adit` console script is not installed next to {sys.executable}")
-    settings = tmp_path / "tiny.json"
-    settings.write_text(json.dumps(TINY))
-    env = {**os.environ, "ADIT_MP20_DIR": str(FIXTURES / "mp20"), "ADIT_CACHE_DIR": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1"}
+    settings, env = _tiny_run(tmp_path)
     nodes = 2
     command = [*_launcher(), f"--nnodes={nodes}", "--nproc_per_node=1", "--rdzv-backend=c10d",
                f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=adit-test", "--no-python",
@@ -102,10 +108,7 @@ def test_adit_torchrun_trains_with_the_processes_it_was_told(tmp_path):
     launcher = Path(sys.executable).parent / "adit-torchrun"
     if not launcher.exists():
         pytest.skip(f"the `adit-torchrun` console script is not installed next to {sys.executable}")
-    settings = tmp_path / "tiny.json"
-    settings.write_text(json.dumps(TINY))
-    env = {**os.environ, "ADIT_MP20_DIR": str(FIXTURES / "mp20"), "ADIT_CACHE_DIR": str(tmp_path / "cache"),
-           "OMP_NUM_THREADS": "1", "ADIT_NPROC_PER_NODE": "2", "ADIT_STATUS_FILE": str(tmp_path / "status")}
+    settings, env = _tiny_run(tmp_path, ADIT_NPROC_PER_NODE="2", ADIT_STATUS_FILE=str(tmp_path / "status"))
     env.pop("SLURM_NNODES", None)
     result = subprocess.run(
         [str(launcher), "train-vae", "--dataset", "mp20", "--out-dir", "run", "--settings", str(settings),

@@ -53,11 +53,26 @@ def _local_adit_code(tmp_path) -> orm.InstalledCode:
     return code
 
 
-def test_daemon_runs_generate_through_a_restart(on_production_profile, fixture_folder, tmp_path, monkeypatch):
+def _start_daemon(profile, monkeypatch):
+    """Start the profile's daemon with one worker; returns its client.
+
+    The daemon passes this process's sys.path on as PYTHONPATH; pytest put `tests/` on it, where the
+    `tests/adit_torch` folder would shadow the real package in the jobs the daemon launches.
+    """
     import pathlib
     import sys
 
     from aiida.engine.daemon.client import get_daemon_client
+
+    tests_dir = str(pathlib.Path(__file__).resolve().parent.parent)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.startswith(tests_dir)])
+    client = get_daemon_client(profile.name)
+    client.start_daemon(number_workers=1)
+    return client
+
+
+def test_daemon_runs_generate_through_a_restart(on_production_profile, fixture_folder, tmp_path, monkeypatch):
+
 
     assert on_production_profile.storage_backend == "core.psql_dos"
     assert on_production_profile.process_control_backend == "core.rabbitmq"
@@ -68,12 +83,7 @@ def test_daemon_runs_generate_through_a_restart(on_production_profile, fixture_f
         code, "train-fast", overrides=overrides, checkpoint=checkpoint
     )
 
-    # The daemon passes this process's sys.path on as PYTHONPATH; pytest put `tests/` on it, where the
-    # `tests/adit_torch` folder would shadow the real package in the jobs the daemon launches.
-    tests_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.startswith(tests_dir)])
-    client = get_daemon_client(on_production_profile.name)
-    client.start_daemon(number_workers=1)
+    client = _start_daemon(on_production_profile, monkeypatch)
     try:
         node = submit(builder)
 
@@ -126,11 +136,9 @@ def test_metastability_survives_a_daemon_killed_in_the_middle_of_a_step(
     import os
     import pathlib
     import signal
-    import sys
 
     import psutil
     from aiida.common.links import LinkType
-    from aiida.engine.daemon.client import get_daemon_client
 
     from aiida_adit.data.hull import ReferenceHullData
     from aiida_adit.workflows.metastability import AditMetastabilityWorkChain
@@ -150,10 +158,7 @@ def test_metastability_survives_a_daemon_killed_in_the_middle_of_a_step(
         "max_wallclock_seconds": 600,
     }
 
-    tests_dir = str(pathlib.Path(__file__).resolve().parent.parent)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if not p.startswith(tests_dir)])
-    client = get_daemon_client(on_production_profile.name)
-    client.start_daemon(number_workers=1)
+    client = _start_daemon(on_production_profile, monkeypatch)
     try:
         node = submit(builder)
 
