@@ -7,7 +7,12 @@ launched by ``torchrun`` too. ``adit-torchrun`` leaves the computer alone: set i
 the *code's* executable (``withmpi`` stays off) and it starts ``torchrun`` itself::
 
     adit-torchrun train-dit --dataset joint ...   # = torchrun --standalone --nnodes=1
-                                                  #   --nproc_per_node=N --no-python adit train-dit ...
+                                                  #   --nproc_per_node=N --local-addr=127.0.0.1
+                                                  #   --no-python adit train-dit ...
+
+On one node the processes meet over the loopback address: torchrun would otherwise
+publish the host's fully qualified name, and on a host whose name does not resolve
+the workers cannot reach their store and wait until they time out.
 
 Processes per node, first found:
 
@@ -94,7 +99,8 @@ def launch_command(
     nproc = nproc_per_node(env)
     nnodes = _positive_int(env, "SLURM_NNODES") or 1
     if nnodes == 1:
-        return [*torchrun, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}", "--no-python", adit, *args]
+        return [*torchrun, "--standalone", "--nnodes=1", f"--nproc_per_node={nproc}", "--local-addr=127.0.0.1",
+                "--no-python", adit, *args]
     host = env.get("ADIT_RDZV_HOST") or _first_slurm_host(env)
     port = _positive_int(env, "ADIT_RDZV_PORT") or RDZV_PORT
     job = env.get("SLURM_JOB_ID", "adit")

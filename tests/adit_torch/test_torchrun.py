@@ -3,6 +3,10 @@
 Two torchrun launchers on this machine stand for two nodes: each starts one process
 and both meet at a c10d rendezvous, exactly the command line docs/aiida.md gives for
 several nodes (less ``srun``, which starts one launcher per node on a cluster).
+Each "node" gives ``--local-addr=127.0.0.1``: without it torchrun publishes the host's
+fully qualified name as the node address, and on a host whose name does not resolve
+(as on the CI machine) the rank-0 launcher cannot open its store and the other one
+fails with a RendezvousConnectionError.
 """
 
 import json
@@ -48,7 +52,8 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_as_one(tmp_path):
     settings, env = _tiny_run(tmp_path)
     nodes = 2
     command = [*_launcher(), f"--nnodes={nodes}", "--nproc_per_node=1", "--rdzv-backend=c10d",
-               f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=adit-test", "--no-python",
+               f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=adit-test", "--local-addr=127.0.0.1",
+               "--no-python",
                str(adit), "train-vae", "--dataset", "mp20", "--out-dir", "run", "--settings", str(settings),
                "--max-steps", "3", "--quiet"]
     launchers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -60,8 +65,9 @@ def test_two_nodes_meet_at_a_c10d_rendezvous_and_train_as_one(tmp_path):
     finally:
         for launcher in launchers:
             launcher.kill()
-    for launcher, output in zip(launchers, outputs, strict=True):
-        assert launcher.returncode == 0, output[-3000:]
+    report = "\n".join(f"--- node {i}: exit {launcher.returncode}\n{output[-3000:]}"
+                       for i, (launcher, output) in enumerate(zip(launchers, outputs, strict=True)))
+    assert all(launcher.returncode == 0 for launcher in launchers), report
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == nodes and metrics["step"] == 3 and metrics["status"] == "completed"
     assert (tmp_path / "run" / "vae.safetensors").is_file()
@@ -100,6 +106,15 @@ def test_several_slurm_nodes_get_one_torchrun_each_through_srun():
         "torchrun", "--nnodes=2", "--nproc_per_node=4", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu01:29500",
         "--rdzv-id=77", "--no-python", "/opt/adit/bin/adit", "train-dit", "--dataset", "joint",
     ]
+
+
+def test_one_node_meets_over_the_loopback_address():
+    """One node: --standalone and the loopback address, not the host name (which may not resolve)."""
+    from adit_torch.cli.launch import launch_command
+
+    command = launch_command(["train-vae"], "/opt/adit/bin/adit", ["torchrun"], {"ADIT_NPROC_PER_NODE": "2"})
+    assert command == ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "--local-addr=127.0.0.1",
+                       "--no-python", "/opt/adit/bin/adit", "train-vae"]
 
 
 @pytest.mark.slow
