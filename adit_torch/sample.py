@@ -40,9 +40,16 @@ from adit_torch.system import AtomicSystem
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
 #: Cost model of one DiT forward at sampling (measured on a 2-core CPU, XS model, one thread, with the
 #: conditioning precomputed): fixed seconds per call and seconds per token slot (a guided sample slot
-#: counts twice: conditional and null pass).
+#: counts twice: conditional and null pass). The token cost grows with the model's parameters.
 FORWARD_FIXED_S = 5e-3
 FORWARD_TOKEN_S = 110e-6
+XS_DIT_PARAMS = 2_831_624
+#: The same on a CUDA GPU, from ``benchmarks/results/gpu_sampling_NVIDIA_H200.json`` (H200, 2026-12-04):
+#: about 5 ms per call whatever the size (launch-bound: DiT-S and DiT-B took the same 8.1 s per 1,000
+#: crystals in bf16), and ``2 * params`` FLOP per token slot at about 60 TFLOP/s in float32 (DiT-S
+#: 8.5 s, DiT-B 14.1 s) and 400 TFLOP/s in bfloat16. Padding is nearly free there, so groups are few.
+GPU_FORWARD_FIXED_S = 5e-3
+GPU_FLOP_PER_S = {"fp32": 60e12, "bf16": 400e12}
 
 
 #: Network precisions of the sampler: float32, or bfloat16 autocast (GPU speed; the state stays float32).
@@ -56,6 +63,14 @@ def _autocast(device, precision: str):
     if precision == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def forward_cost(dit, device, precision: str = "fp32") -> tuple[float, float]:
+    """Modelled seconds of one sampling forward of ``dit`` on ``device``: ``(per call, per token slot)``."""
+    params = sum(p.numel() for p in dit.parameters())
+    if torch.device(device).type == "cuda":
+        return GPU_FORWARD_FIXED_S, 2.0 * params / GPU_FLOP_PER_S[precision]
+    return FORWARD_FIXED_S, FORWARD_TOKEN_S * max(params, 1) / XS_DIT_PARAMS
 
 
 def draw_num_atoms(hist: dict[str, int], n: int, generator: torch.Generator) -> np.ndarray:
@@ -186,15 +201,16 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
     label = KINDS[kind]
-    slot_s = FORWARD_TOKEN_S * num_guidance_terms(conditions, scale)  # forwards per sample and step
+    fixed_s, token_s = forward_cost(dit, device, precision)
+    slot_s = token_s * num_guidance_terms(conditions, scale)  # forwards per sample and step
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
     if only is None:
-        groups = padded_groups(counts, batch_size, FORWARD_FIXED_S, slot_s)
+        groups = padded_groups(counts, batch_size, fixed_s, slot_s)
     else:
         only = np.asarray(only, dtype=np.int64)
-        groups = [only[g] for g in padded_groups(counts[only], batch_size, FORWARD_FIXED_S, slot_s)]
+        groups = [only[g] for g in padded_groups(counts[only], batch_size, fixed_s, slot_s)]
     for idx in tqdm(groups, desc=f"sampling {kind}s", disable=not progress, unit="batch"):
         bsz, n = len(idx), int(counts[idx].max())
         mask = torch.as_tensor(np.arange(n)[None, :] < counts[idx][:, None], device=device)
