@@ -40,7 +40,7 @@ CHUNK_BYTES = 15 * 2**20  # under the 16 MiB per-file cap of the GPU machine's r
 
 
 def pack(out: Path) -> None:
-    """Write the joint training split's parts into ``out`` (compressed npz)."""
+    """Write the joint training split's parts (``mp20__*``, ``qm9__*`` arrays) into ``out`` (compressed npz)."""
     from adit_torch.datasets import load_dataset
 
     arrays = {}
@@ -106,50 +106,54 @@ def sample(args) -> None:
         write_systems(args.out / f"samples_{kind}.extxyz", systems)
 
 
-def export(args) -> None:
+def export(model: Path, out: Path, chunk_bytes: int = CHUNK_BYTES) -> list[Path]:
+    """``model``'s DiT tensors in float16, without the VAE, in ``out/dit_part*.safetensors`` (each at most
+    ``chunk_bytes`` of tensor data), and its header in ``out/header.json``; returns the part files."""
+    from safetensors.torch import save_file
+
     from adit_torch.checkpoint import export_half, load_tensors
 
-    half = args.out / "half.safetensors.tmp"
-    export_half(args.model, half)
+    out.mkdir(parents=True, exist_ok=True)
+    half = out / "half.safetensors.tmp"
+    export_half(model, half)
     meta, tensors = load_tensors(half)
     half.unlink()
-    names = sorted(k for k in tensors if not k.startswith("vae."))
-    chunk, size, index = {}, 0, 0
-
-    def flush():
-        nonlocal chunk, size, index
-        if chunk:
-            from safetensors.torch import save_file
-
-            save_file(chunk, str(args.out / f"dit_part{index}.safetensors"))
-            chunk, size, index = {}, 0, index + 1
-
-    for name in names:
+    parts, chunk, size = [], {}, 0
+    for name in sorted(k for k in tensors if not k.startswith("vae.")):
         nbytes = tensors[name].numel() * tensors[name].element_size()
-        if size + nbytes > CHUNK_BYTES:
-            flush()
+        if chunk and size + nbytes > chunk_bytes:
+            parts.append(chunk)
+            chunk, size = {}, 0
         chunk[name] = tensors[name].contiguous()
         size += nbytes
-    flush()
-    (args.out / "header.json").write_text(json.dumps(meta))
-    print(f"exported {len(names)} DiT tensors in {index} parts")
+    parts.append(chunk)
+    files = []
+    for index, part in enumerate(parts):
+        files.append(out / f"dit_part{index}.safetensors")
+        save_file(part, str(files[-1]))
+    (out / "header.json").write_text(json.dumps(meta))
+    print(f"exported {sum(len(p) for p in parts)} DiT tensors in {len(parts)} parts")
+    return files
 
 
-def assemble(args) -> None:
+def assemble(parts: Path, out: Path, vae_from: str | Path = "adit-xs-joint") -> Path:
+    """The checkpoint from :func:`export`'s ``parts`` folder and the VAE tensors of ``vae_from``
+    (a registered model name or a DiT checkpoint file), written to ``out``."""
     from safetensors.torch import load_file
 
     from adit_torch.checkpoint import _atomic_save, load_tensors
     from adit_torch.datasets.cache import sha256_file
-    from adit_torch.pretrained import pretrained_path
+    from adit_torch.pretrained import MODELS, pretrained_path
 
-    meta = json.loads((args.parts / "header.json").read_text())
+    meta = json.loads((parts / "header.json").read_text())
     tensors = {}
-    for part in sorted(args.parts.glob("dit_part*.safetensors")):
+    for part in sorted(parts.glob("dit_part*.safetensors")):
         tensors.update(load_file(str(part)))
-    _, base = load_tensors(pretrained_path("adit-xs-joint"))
+    _, base = load_tensors(pretrained_path(str(vae_from)) if str(vae_from) in MODELS else vae_from)
     tensors.update({k: v for k, v in base.items() if k.startswith("vae.")})
-    _atomic_save(args.out, tensors, meta)
-    print(f"wrote {args.out}: {len(tensors)} tensors, sha256 {sha256_file(args.out)}")
+    _atomic_save(out, tensors, meta)
+    print(f"wrote {out}: {len(tensors)} tensors, sha256 {sha256_file(out)}")
+    return out
 
 
 def main() -> None:
@@ -180,10 +184,14 @@ def main() -> None:
     a = sub.add_parser("assemble")
     a.add_argument("--parts", type=Path, required=True)
     a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--vae-from", default="adit-xs-joint",
+                   help="model name or DiT file whose VAE the DiT was trained on")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    {"pack": lambda: pack(args.out), "train": lambda: train(args), "sample": lambda: sample(args),
-     "export": lambda: export(args), "assemble": lambda: assemble(args)}[args.action]()
+    actions = {"pack": lambda: pack(args.out), "train": lambda: train(args), "sample": lambda: sample(args),
+               "export": lambda: export(args.model, args.out),
+               "assemble": lambda: assemble(args.parts, args.out, args.vae_from)}
+    actions[args.action]()
 
 
 if __name__ == "__main__":

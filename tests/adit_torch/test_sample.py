@@ -152,3 +152,20 @@ def test_chunks_give_the_same_samples_in_the_same_order(models):
     for a, b in zip(whole, [s for p in parts for s in p]):
         assert a.info["id"] == b.info["id"] and np.array_equal(a.numbers, b.numbers)
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)
+
+
+def test_the_gpu_cost_model_pads_into_fewer_groups_than_the_cpu_one():
+    """On CUDA a forward costs about the same whatever its size, so 1,000 mixed sizes go in few groups."""
+    from adit_torch.config import dit_config
+    from adit_torch.sample import GPU_FLOP_PER_S, GPU_FORWARD_FIXED_S, forward_cost
+
+    dit = DiT(dit_config("S", latent_dim=8))
+    params = sum(p.numel() for p in dit.parameters())
+    assert forward_cost(dit, "cuda", "bf16") == (GPU_FORWARD_FIXED_S, 2.0 * params / GPU_FLOP_PER_S["bf16"])
+    fixed_cpu, token_cpu = forward_cost(dit, "cpu")
+    assert token_cpu > forward_cost(DiT(dit_config("XS", latent_dim=8)), "cpu")[1]  # bigger model, dearer slot
+    counts = np.random.default_rng(0).integers(1, 21, size=1000)
+    cpu = padded_groups(counts, 1000, fixed_cpu, 2 * token_cpu)
+    gpu = padded_groups(counts, 1000, *[c * f for c, f in zip(forward_cost(dit, "cuda", "bf16"), (1, 2))])
+    assert len(gpu) == 1 and len(cpu) >= 10
+    assert sorted(np.concatenate(cpu).tolist()) == sorted(np.concatenate(gpu).tolist()) == list(range(1000))
