@@ -76,6 +76,27 @@ def validate_inputs(inputs, _) -> str | None:
     return None
 
 
+def _check_pretrained_conditions(pretrained: str | None, conditions: dict) -> None:
+    """ValueError when ``conditions`` do not parse, or ask for one the ``pretrained`` model was not trained with."""
+    from adit_torch.conditions import parse_conditions
+    from adit_torch.errors import ConfigError
+    from adit_torch.pretrained import get_model
+    from aiida_adit.calculations.sample import condition_flags
+
+    try:
+        asked = parse_conditions(*condition_flags(conditions)).keys()
+    except ConfigError as exc:
+        raise ValueError(f"sample.conditions: {exc}") from None
+    if pretrained is None:
+        return  # a trained or given checkpoint: the sample command checks it against the model
+    supported = get_model(pretrained).conditions
+    missing = [key for key in asked if key not in supported]
+    if missing:
+        raise ValueError(f"sample.conditions: the pretrained model {pretrained!r} was not trained with "
+                         f"{', '.join(missing)}; it supports {', '.join(supported) or 'no condition'} "
+                         "(adit-xs-joint-cond has space_group and chemical_system)")
+
+
 class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
     """Train (optionally), sample, evaluate and group generated crystals or molecules."""
 
@@ -162,9 +183,11 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
 
         :param code: the ``adit`` code used by every CalcJob.
         :param overrides: nested dict merged over the protocol (keys as in the YAML file:
-            ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``,
-            ``evaluate``, ``metastability.relax``, ``options``, and per step ``STEP.options``
-            merged over ``options``).
+            ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``
+            (``sample.conditions``: the ``adit.sample`` ``conditions``, e.g. ``{"chemical_system":
+            "Li-Fe-O", "guidance": {"chemical_system": 2.0}}``, with a ``pretrained`` model trained on
+            them such as ``adit-xs-joint-cond``), ``evaluate``, ``metastability.relax``, ``options``,
+            and per step ``STEP.options`` merged over ``options``).
         :param checkpoint: a DiT checkpoint: no training, sample it. Without one, a protocol that
             names a ``pretrained`` model (``fast``) samples that model's node
             (:meth:`CheckpointData.from_pretrained`, stored once); the others train.
@@ -182,8 +205,10 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             return {**base_options, **((values.get(step) or {}).get("options") or {})}
 
         builder = cls.get_builder()
+        pretrained = None  # the registered model sampled, when one is
         if checkpoint is None and vae_checkpoint is None and values.get("pretrained"):
-            checkpoint = CheckpointData.from_pretrained(values["pretrained"])
+            pretrained = values["pretrained"]
+            checkpoint = CheckpointData.from_pretrained(pretrained)
         if checkpoint is not None:
             builder.checkpoint = checkpoint
         else:
@@ -207,6 +232,9 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         for key in ("solver", "time_grid"):
             if key in sample:
                 builder.sample.sample[key] = orm.Str(sample[key])
+        if sample.get("conditions"):
+            _check_pretrained_conditions(pretrained, sample["conditions"])
+            builder.sample.sample.conditions = orm.Dict(sample["conditions"])
         builder.sample.sample.metadata.options = options_of("sample")
         if evaluate:
             settings = values.get("evaluate", {})

@@ -375,3 +375,28 @@ def test_sample_under_conditions_is_queryable_by_them(aiida_profile_clean, adit_
     assert pks(conditions={"space_group": 225}) == made
     assert pks(conditions={"chemical_system": "Mg-O"}) == made == pks(conditions={"chemical_system": "O-Mg"})
     assert pks(conditions={"space_group": 194}) == set()
+
+
+def test_protocol_conditions_reach_the_samples_and_an_untrained_one_is_refused(aiida_profile_clean, adit_code):
+    """`sample.conditions` of a protocol: sampled by the conditioned shipped model and recorded on every
+    structure; asked of a model not trained with it, a clear error before anything runs."""
+    from aiida_adit.queries import generated_structures
+
+    code = adit_code("adit.sample")
+    conditions = {"chemical_system": "C-H-O", "guidance": {"chemical_system": 2.0}}
+    overrides = {"pretrained": "adit-xs-joint-cond", "kind": "molecule",
+                 "sample": {"num_samples": 3, "steps": 10, "conditions": conditions}}
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, "fast", overrides=overrides, evaluate=False)
+    assert builder.sample.sample.conditions.get_dict() == conditions
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    made = {n.pk for n in results["structures"].values()}
+    assert len(made) == 3
+    assert {n.pk for n in structures(generated_structures(workchain=node, conditions={"chemical_system": "O-C-H"}))
+            } == made
+    with pytest.raises(ValueError, match="'adit-xs-joint' was not trained with chemical_system; it supports no "):
+        AditGenerateWorkChain.get_builder_from_protocol(code, "fast", overrides={
+            "kind": "molecule", "sample": {"conditions": conditions}})
+    with pytest.raises(ValueError, match=r"sample.conditions: --condition 'space_group=999'"):
+        AditGenerateWorkChain.get_builder_from_protocol(code, "fast", overrides={
+            "pretrained": "adit-xs-joint-cond", "sample": {"conditions": {"space_group": 999}}})
