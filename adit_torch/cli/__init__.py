@@ -16,7 +16,7 @@ import sys
 from adit_torch import __version__
 from adit_torch.errors import AditError, CheckpointError, ConfigError, DataFormatError, InvalidSystemError
 
-COMMAND_MODULES = ("data", "evaluate", "train", "sample", "models", "stability")
+COMMAND_MODULES = ("data", "evaluate", "train", "sample", "models", "stability", "gallery")
 
 #: Exit statuses of the ``adit`` command; the AiiDA parsers rely on them.
 EXIT_CODES = {
