@@ -29,6 +29,8 @@ class LatentBatch:
         dataset: ``(B,)`` long.
         space_group: ``(B,)`` long condition label 1..230, 0 = none (conditioned training only).
         elements: ``(B, num_element_types)`` float multi-hot chemical system (conditioned training only).
+        properties: ``(B, P)`` float normalised property targets (property-conditioned training only).
+        properties_mask: ``(B, P)`` bool, False where a system has no value.
     """
 
     z: torch.Tensor
@@ -37,6 +39,8 @@ class LatentBatch:
     dataset: torch.Tensor
     space_group: torch.Tensor | None = None
     elements: torch.Tensor | None = None
+    properties: torch.Tensor | None = None
+    properties_mask: torch.Tensor | None = None
 
     def to(self, device) -> LatentBatch:
         """The same batch on ``device``."""
@@ -117,19 +121,24 @@ def encode_dataset(vae, systems, batch_size: int = 256, device="cpu", progress: 
 
 class ConditionedLatents(Sequence):
     """A :class:`LatentSet` with per-system condition labels: ``item = (z, periodic, dataset, space_group,
-    elements)``; ``labels`` from :func:`adit_torch.conditions.condition_labels` (same order)."""
+    elements)``, plus ``(properties, properties_mask)`` when ``labels`` has ``properties`` (already
+    normalised); ``labels`` from :func:`adit_torch.conditions.condition_labels` (same order)."""
 
     def __init__(self, latents: LatentSet, labels: dict[str, np.ndarray]):
-        if len(labels["space_group"]) != len(latents) or len(labels["elements"]) != len(latents):
+        if any(len(v) != len(latents) for v in labels.values()):
             raise ValueError("condition labels and latents differ in length")
         self.latents, self.labels = latents, labels
+        self.with_properties = "properties" in labels
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def __getitem__(self, i):
         z, periodic, dataset = self.latents[i]
-        return z, periodic, dataset, int(self.labels["space_group"][i]), self.labels["elements"][i]
+        item = (z, periodic, dataset, int(self.labels["space_group"][i]), self.labels["elements"][i])
+        if self.with_properties:
+            item += (self.labels["properties"][i], self.labels["properties_mask"][i])
+        return item
 
     @property
     def num_atoms(self) -> np.ndarray:
@@ -138,8 +147,12 @@ class ConditionedLatents(Sequence):
 
 
 def collate_conditioned(items) -> LatentBatch:
-    """Pad ``(z, periodic, dataset, space_group, elements)`` items into a :class:`LatentBatch` with labels."""
+    """Pad ``(z, periodic, dataset, space_group, elements[, properties, properties_mask])`` items into a
+    :class:`LatentBatch` with labels."""
     batch = collate_latents([item[:3] for item in items])
     batch.space_group = torch.tensor([item[3] for item in items], dtype=torch.long)
     batch.elements = torch.from_numpy(np.stack([item[4] for item in items]).astype(np.float32))
+    if len(items[0]) > 5:
+        batch.properties = torch.from_numpy(np.stack([item[5] for item in items]).astype(np.float32))
+        batch.properties_mask = torch.from_numpy(np.stack([item[6] for item in items]).astype(bool))
     return batch

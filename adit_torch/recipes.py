@@ -253,6 +253,10 @@ def dit_loss_fn(flow_cfg: FlowConfig, cond_drop_prob: float, field_drop_prob: fl
             if labels is not None:
                 kept = torch.rand(len(batch), generator=generator, device=batch.z.device) >= field_drop_prob
                 setattr(cond, name, labels * kept.view(-1, *([1] * (labels.dim() - 1))).to(labels.dtype))
+        if getattr(batch, "properties", None) is not None:  # each property dropped on its own
+            kept = torch.rand(batch.properties.shape, generator=generator, device=batch.z.device) >= field_drop_prob
+            cond.properties_mask = batch.properties_mask & kept
+            cond.properties = batch.properties * cond.properties_mask
         cond = cond.drop(keep)
         net = lambda x, t, sc: model(x, t, batch.mask, cond, sc)
         loss = flow_matching_loss(net, batch.z, batch.mask, flow_cfg, generator)
@@ -302,15 +306,28 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
     mean, std = latents.stats()
     train_set = latents.normalised(mean, std)
-    conditioned = bool(dit_cfg.num_space_groups or dit_cfg.num_element_types)
+    conditioned = bool(dit_cfg.num_space_groups or dit_cfg.num_element_types or dit_cfg.num_properties)
+    property_stats = {}
     if conditioned:
-        from adit_torch.conditions import NUM_ELEMENT_TYPES, condition_labels
+        from adit_torch.conditions import NUM_ELEMENT_TYPES, PROPERTIES, condition_labels, property_normalisation
         from adit_torch.latents import ConditionedLatents
 
-        if dit_cfg.num_space_groups not in (0, 230) or dit_cfg.num_element_types not in (0, NUM_ELEMENT_TYPES):
-            raise ConfigError(f"dit.num_space_groups must be 0 or 230 and dit.num_element_types 0 or "
-                              f"{NUM_ELEMENT_TYPES}, got {dit_cfg.num_space_groups} and {dit_cfg.num_element_types}")
-        train_set = ConditionedLatents(train_set, condition_labels(data))
+        if (dit_cfg.num_space_groups not in (0, 230) or dit_cfg.num_element_types not in (0, NUM_ELEMENT_TYPES)
+                or dit_cfg.num_properties not in (0, len(PROPERTIES))):
+            raise ConfigError(f"dit.num_space_groups must be 0 or 230, dit.num_element_types 0 or "
+                              f"{NUM_ELEMENT_TYPES} and dit.num_properties 0 or {len(PROPERTIES)} "
+                              f"({', '.join(PROPERTIES)}), got {dit_cfg.num_space_groups}, "
+                              f"{dit_cfg.num_element_types} and {dit_cfg.num_properties}")
+        labels = condition_labels(data)
+        if dit_cfg.num_properties:
+            means, stds = property_normalisation(labels)
+            labels["properties"] = np.where(labels["properties_mask"],
+                                            (labels["properties"] - np.float32(means)) / np.float32(stds),
+                                            0.0).astype(np.float32)
+            property_stats = {"property_names": list(PROPERTIES), "property_mean": means, "property_std": stds}
+        else:
+            labels.pop("properties"), labels.pop("properties_mask")
+        train_set = ConditionedLatents(train_set, labels)
     torch.manual_seed(train_cfg.seed)  # the initial weights: the same seed gives the same model in any process
     dit = DiT(dit_cfg)
     if init:
@@ -322,7 +339,7 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
         if new or unexpected:
             raise CheckpointError(f"--init {init}: weights do not fit (missing {new}, unexpected {unexpected})")
     stats = {"dataset": train_cfg.dataset, "num_train": len(data), "num_atoms_hist": atom_count_histograms(data),
-             "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_data}
+             "latent_mean": mean.tolist(), "latent_std": std.tolist(), "vae_data": vae_data, **property_stats}
     config = {"dit": to_dict(dit_cfg), "vae": to_dict(vae.cfg), "flow": to_dict(flow_cfg), "train": to_dict(train_cfg)}
     vae_tensors = {f"vae.{k}": v for k, v in vae.state_dict().items()}
 

@@ -217,7 +217,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
         x0 = torch.zeros(bsz, n, dim, device=device)
         for row, j in enumerate(idx):
             x0[row, :counts[j]] = noise[offsets[j]:offsets[j + 1]]
-        terms = guidance_terms(kind, bsz, conditions, scale, dit.cfg, device)
+        terms = guidance_terms(kind, bsz, conditions, scale, dit.cfg, device, stats)
         net = GuidedDenoiser(dit, mask, None, scale, times, terms)
         if known is not None:
             net = KeepKnown(net, known if known.dim() == 2 else known[torch.as_tensor(idx, device=known.device)])

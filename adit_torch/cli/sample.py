@@ -47,7 +47,9 @@ def register(subparsers) -> None:
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
     p.add_argument("--condition", action="append", metavar="KEY=VALUE",
                    help="generate under a condition the model was trained with (repeatable): space_group=225 "
-                        "(crystals), chemical_system=Li-Fe-O; `adit models` lists each model's conditions")
+                        "(crystals), chemical_system=Li-Fe-O, and for crystals formation_energy_per_atom=-2.0 "
+                        "(eV/atom), band_gap=1.5 (eV), e_above_hull=0.0 (eV/atom); `adit models` lists each "
+                        "model's conditions")
     p.add_argument("--guidance", action="append", metavar="KEY=SCALE",
                    help="guidance scale of one --condition (repeatable; default 1.0): space_group=2.0")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")

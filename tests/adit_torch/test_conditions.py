@@ -36,7 +36,7 @@ def test_parse_conditions_and_their_errors():
     assert c.as_dict() == {"space_group": 225, "chemical_system": "Li-O-Fe",
                            "guidance": {"space_group": 2.5, "chemical_system": 1.0}}
     for items, guidance, match in [
-        (["band_gap=1.5"], None, "unknown key 'band_gap'"),
+        (["bandgap=1.5"], None, "unknown key 'bandgap'"),
         (["space_group=0"], None, "1..230"),
         (["space_group=231"], None, "1..230"),
         (["chemical_system=Li-Xx"], None, "not element symbols: Xx"),
@@ -171,3 +171,76 @@ def test_fine_tune_with_new_conditions_then_sample_under_them(env, capsys):
     assert rc == EXIT_CODES["bad_input"]
     assert "was not trained with it; it supports no condition" in capsys.readouterr().err
     assert not (root / "x.extxyz").exists()
+
+
+def test_property_conditions_parse_and_refuse_bad_values():
+    from adit_torch.conditions import PROPERTIES
+
+    c = parse_conditions(["band_gap=1.5", "e_above_hull=0", "chemical_system=Li-O"], ["band_gap=3"])
+    assert c.properties == {"band_gap": 1.5, "e_above_hull": 0.0}
+    assert c.keys() == ["chemical_system", "band_gap", "e_above_hull"]
+    assert c.as_dict() == {"chemical_system": "Li-O", "band_gap": 1.5, "e_above_hull": 0.0,
+                           "guidance": {"chemical_system": 1.0, "band_gap": 3.0, "e_above_hull": 1.0}}
+    assert list(PROPERTIES) == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
+    with pytest.raises(ConfigError, match=r"band_gap is a number in eV"):
+        parse_conditions(["band_gap=wide"])
+    with pytest.raises(ConfigError, match=r"--condition band_gap is given twice"):
+        parse_conditions(["band_gap=1", "band_gap=2"])
+    with pytest.raises(ConfigError, match=r"crystals' \(MP-20\), not a molecule's"):
+        parse_conditions(["band_gap=1"]).check(DiTConfig(num_properties=3), "molecule")
+    with pytest.raises(ConfigError, match="was not trained with it"):
+        parse_conditions(["band_gap=1"]).check(COND, "crystal")
+
+
+def test_property_labels_come_from_the_mp20_columns_and_molecules_have_none():
+    from adit_torch.conditions import property_normalisation
+
+    crystals = [s for name in ("mp_20_pilot_train.csv.gz", "mp_20_pilot_val.csv.gz")
+                for s in read_systems(FIXTURES / "mp20" / name)]
+    columns = ("spacegroup", "formation_energy_per_atom", "band_gap", "e_above_hull")
+    data = JointSystems([SystemDataset.from_systems("mp20", crystals, columns, 0),
+                         SystemDataset.from_systems("qm9", qm9_systems(3), (), 1)])
+    labels = condition_labels(data)
+    k = len(crystals)
+    assert labels["properties_mask"][:k].all() and not labels["properties_mask"][k:].any()
+    np.testing.assert_allclose(labels["properties"][:k, 1], [float(s.info["band_gap"]) for s in crystals], rtol=1e-6)
+    means, stds = property_normalisation(labels)
+    assert means[0] == pytest.approx(np.mean([float(s.info["formation_energy_per_atom"]) for s in crystals]))
+    assert all(s > 0 for s in stds)
+
+
+def test_train_with_properties_then_sample_under_one(env, capsys):
+    root = env
+    (root / "prop.json").write_text(json.dumps({"dit": {"num_space_groups": 230, "num_element_types": 100,
+                                                        "num_properties": 3},
+                                                "train": {"batch_size": 8, "val_every": 0, "val_size": 0,
+                                                          "val_samples": 0, "log_every": 2}}))
+    base = root / "base" / "dit.safetensors"
+    assert main(["train-dit", "--vae", str(base), "--init", str(base), "--dataset", "joint", "--out-dir",
+                 str(root / "prop"), "--settings", str(root / "prop.json"), "--max-steps", "2", "--quiet"]) == 0
+    from adit_torch.checkpoint import read_metadata
+
+    header = read_metadata(root / "prop" / "dit.safetensors")["data"]
+    assert header["property_names"] == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
+    assert len(header["property_mean"]) == 3 and min(header["property_std"]) > 0
+    out = root / "p.extxyz"
+    assert main(["sample", "--checkpoint", str(root / "prop" / "dit.safetensors"), "--kind", "crystal",
+                 "--num-samples", "3", "--steps", "2", "--condition", "band_gap=2.0", "--guidance", "band_gap=2",
+                 "--out", str(out), "--quiet"]) == 0
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["conditions"] == {"band_gap": 2.0, "guidance": {"band_gap": 2.0}}
+    assert summary["forward_passes_per_sample"] == summary["nfe"] * 3
+
+
+def test_a_property_term_sets_its_normalised_target_and_only_its_mask():
+    cfg = DiTConfig(d_model=32, num_layers=1, num_heads=4, num_properties=3)
+    stats = {"property_mean": [-1.0, 1.0, 0.1], "property_std": [1.0, 2.0, 0.2]}
+    terms = guidance_terms("crystal", 2, parse_conditions(["band_gap=3.0"]), 2.0, cfg, "cpu", stats)
+    (null, _), (base, _), (full, weight) = terms
+    assert weight == 1.0 and not base.properties_mask.any() and not null.properties_mask.any()
+    assert full.properties_mask.tolist() == [[False, True, False]] * 2
+    assert full.properties[:, 1].tolist() == [1.0, 1.0]  # (3.0 - 1.0) / 2.0
+    from adit_torch.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="no property normalisation"):
+        guidance_terms("crystal", 2, parse_conditions(["band_gap=3.0"]), 2.0, cfg, "cpu", {})
