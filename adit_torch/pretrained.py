@@ -69,12 +69,12 @@ MODELS: dict[str, PretrainedModel] = {
     ),
     "adit-xs-joint-cond": PretrainedModel(
         name="adit-xs-joint-cond",
-        description="adit-xs-joint fine-tuned 22 minutes with space-group and chemical-system conditions",
+        description="adit-xs-joint fine-tuned 42 minutes with space-group, chemical-system and property conditions",
         kinds=("crystal", "molecule"),
-        sha256="7d18f786c89b992ba507a5dad5dfd64484c91ca10e6a947ec0bf3bf659a16755",
+        sha256="af54f7ded01e9c119b4e4b5e836cd9f63b0e0503374735146e2489a0d45a198e",
         file="adit-xs-joint-cond.safetensors",
         card="adit-xs-joint-cond.md",
-        conditions=("space_group", "chemical_system"),
+        conditions=("space_group", "chemical_system", "formation_energy_per_atom", "band_gap", "e_above_hull"),
     ),
 }
 DEFAULT_MODEL = "adit-xs-joint"

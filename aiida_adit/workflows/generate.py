@@ -94,7 +94,7 @@ def _check_pretrained_conditions(pretrained: str | None, conditions: dict) -> No
     if missing:
         raise ValueError(f"sample.conditions: the pretrained model {pretrained!r} was not trained with "
                          f"{', '.join(missing)}; it supports {', '.join(supported) or 'no condition'} "
-                         "(adit-xs-joint-cond has space_group and chemical_system)")
+                         "(adit-xs-joint-cond has every condition: `adit models`)")
 
 
 class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
