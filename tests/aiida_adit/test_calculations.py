@@ -225,7 +225,8 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("precision", lambda: orm.Str("fp8"), "`precision` is 'fp8'; expected one of fp32, bf16"),
         ("checkpoint", None, "is of kind `vae`, expected `dit`"),
         ("conditions", lambda: orm.Dict({"space_group": 231}), "a space group is an international number 1..230"),
-        ("conditions", lambda: orm.Dict({"band_gap": 1.5}), "unknown key 'band_gap'"),
+        ("conditions", lambda: orm.Dict({"bandgap": 1.5}), "unknown key 'bandgap'"),
+        ("conditions", lambda: orm.Dict({"band_gap": "wide"}), "band_gap is a number in eV"),
         ("conditions", lambda: orm.Dict({"chemical_system": "Li-Qq"}), "not element symbols: Qq"),
     ],
 )
