@@ -14,6 +14,18 @@ Supported now (crystals and molecules alike; a model supports what it was traine
   and standard deviation (``property_mean``, ``property_std`` in its header); the target is
   normalised with them, and each property can be given alone or with the others.
 
+Constraints the sampler applies without a trained condition (every model takes them):
+
+- ``num_atoms``: every sample has exactly this many atoms (the same as ``adit sample --num-atoms``).
+- ``formula``: a composition such as ``LiFePO4``, kept in its reduced form. Each sample has a
+  multiple of the formula unit's atoms (drawn from the training histogram's multiples unless
+  ``num_atoms`` is given), its atom types are assigned with exactly the formula's counts (the
+  assignment of most decoder log-probability, :func:`assign_types`), and the formula's elements are
+  the ``chemical_system`` condition when the model was trained with it.
+- with ``chemical_system`` (or ``formula``) set, decoding keeps to the set: each atom's type is
+  the most probable element of the set (``restrict_elements``, on by default; the benchmark
+  ``benchmarks/conditioning.py`` reports the guided model's leak with it off).
+
 Guidance per condition: with base scale ``s`` (the periodic label, the model's ``cfg_scale``)
 and one scale ``s_k`` per optional condition ``k``, the denoiser is
 
@@ -43,6 +55,10 @@ PROPERTIES = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "e_above
 #: Condition keys of ``adit sample --condition`` -> the DiT config field that switches them on.
 CONDITION_FIELDS = {"space_group": "num_space_groups", "chemical_system": "num_element_types",
                     **{name: "num_properties" for name in PROPERTIES}}
+#: Sampler constraints of ``--condition`` that need no trained condition (module doc).
+CONSTRAINTS = ("formula", "num_atoms")
+#: Largest ``num_atoms`` a condition may ask for.
+MAX_NUM_ATOMS = 1000
 #: Default guidance scale of an optional condition when ``--guidance`` does not name it.
 DEFAULT_CONDITION_SCALE = 1.0
 
@@ -122,33 +138,68 @@ class SampleConditions:
     chemical_system: tuple[int, ...] | None = None
     properties: dict[str, float] = field(default_factory=dict)
     guidance: dict[str, float] = field(default_factory=dict)
+    formula: dict[int, int] | None = None
+    num_atoms: int | None = None
+    restrict_elements: bool = True
 
     def keys(self) -> list[str]:
-        """The condition keys that are set."""
+        """The trained condition keys that are set (each is one guidance term)."""
         return [k for k in CONDITION_FIELDS
                 if (k in self.properties if k in PROPERTIES else getattr(self, k) is not None)]
 
+    def constraint_keys(self) -> list[str]:
+        """The sampler constraints that are set (``formula``, ``num_atoms``; no guidance term)."""
+        return [k for k in CONSTRAINTS if getattr(self, k) is not None]
+
+    def formula_size(self) -> int:
+        """Atoms in one unit of the reduced ``formula`` (0 without a formula)."""
+        return sum(self.formula.values()) if self.formula else 0
+
+    def allowed_elements(self) -> tuple[int, ...] | None:
+        """Atomic numbers decoding keeps to (sorted), or None when it is free."""
+        if not self.restrict_elements or self.chemical_system is None:
+            return None
+        return self.chemical_system
+
     def as_dict(self) -> dict:
         """JSON-friendly record (chemical system as symbols ``Li-Fe-O``) with the scales used."""
-        from ase.data import chemical_symbols
-
         out: dict = {}
         if self.space_group is not None:
             out["space_group"] = self.space_group
         if self.chemical_system is not None:
-            out["chemical_system"] = "-".join(chemical_symbols[z] for z in self.chemical_system)
+            out["chemical_system"] = "-".join(symbol(z) for z in self.chemical_system)
         out.update({k: self.properties[k] for k in PROPERTIES if k in self.properties})
-        if out:
+        if self.formula is not None:
+            out["formula"] = formula_string(self.formula)
+        if self.num_atoms is not None:
+            out["num_atoms"] = self.num_atoms
+        if self.keys():
             out["guidance"] = {k: self.scale(k) for k in self.keys()}
         return out
 
     def scale(self, key: str) -> float:
-        """Guidance scale of condition ``key``."""
+        """Guidance scale of condition ``key`` (a formula's scale is its chemical system's)."""
+        if key == "chemical_system" and "formula" in self.guidance:
+            return float(self.guidance["formula"])
         return float(self.guidance.get(key, DEFAULT_CONDITION_SCALE))
+
+    def check_sizes(self, counts) -> None:
+        """:class:`ConfigError` when atom counts ``counts`` (ints) break ``num_atoms`` or the formula unit."""
+        counts = np.atleast_1d(np.asarray(counts))
+        if self.num_atoms is not None and (counts != self.num_atoms).any():
+            raise ConfigError(f"--condition num_atoms={self.num_atoms} and --num-atoms "
+                              f"{sorted(set(counts.tolist()))} disagree")
+        size = self.formula_size()
+        if size and (counts % size).any():
+            raise ConfigError(f"--condition formula={formula_string(self.formula)}: a sample has a multiple of "
+                              f"its {size} atoms; {sorted(set(counts[counts % size != 0].tolist()))} is not one")
 
     def check(self, dit_cfg, kind: str, where: str = "--condition") -> None:
         """:class:`ConfigError` for a condition the model was not trained on, or that does not fit ``kind``."""
         supported = model_conditions(dit_cfg)
+        if self.formula is not None and "chemical_system" not in supported:
+            raise ConfigError(f"{where} formula: needs a model trained with chemical_system; this one supports "
+                              f"{', '.join(supported) if supported else 'no condition'} (and num_atoms)")
         for key in self.keys():
             if key not in supported:
                 raise ConfigError(f"{where} {key}: this model was not trained with it; it supports "
@@ -159,9 +210,11 @@ class SampleConditions:
             if kind != "crystal":
                 raise ConfigError(f"{where} {key}: the property conditions are crystals' (MP-20), not a {kind}'s")
         for key in self.guidance:
-            if key not in self.keys():
+            if key == "num_atoms":
+                raise ConfigError("--guidance num_atoms: the number of atoms is exact, it has no guidance scale")
+            if key not in self.keys() and not (key == "formula" and self.formula is not None):
                 raise ConfigError(f"--guidance {key}: no such condition is set (set: "
-                                  f"{', '.join(self.keys()) or 'none'})")
+                                  f"{', '.join(self.keys() + self.constraint_keys()) or 'none'})")
 
 
 def parse_conditions(items: list[str] | None, guidance: list[str] | None = None) -> SampleConditions:
@@ -173,17 +226,25 @@ def parse_conditions(items: list[str] | None, guidance: list[str] | None = None)
     from ase.data import atomic_numbers
 
     out = SampleConditions()
+    seen: set[str] = set()
     for item in items or []:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not value:
             raise ConfigError(f"--condition {item!r}: expected KEY=VALUE, e.g. space_group=225")
-        if key not in CONDITION_FIELDS:
-            raise ConfigError(f"--condition {item!r}: unknown key {key!r}; known: {', '.join(CONDITION_FIELDS)} "
-                              "(the number of atoms is --num-atoms)")
-        if key in out.keys():
+        if key not in CONDITION_FIELDS and key not in CONSTRAINTS:
+            raise ConfigError(f"--condition {item!r}: unknown key {key!r}; known: "
+                              f"{', '.join([*CONDITION_FIELDS, *CONSTRAINTS])}")
+        if key in seen:
             raise ConfigError(f"--condition {key} is given twice")
-        if key in PROPERTIES:
+        seen.add(key)
+        if key == "num_atoms":
+            if not value.isdigit() or not 1 <= int(value) <= MAX_NUM_ATOMS:
+                raise ConfigError(f"--condition {item!r}: the number of atoms is an integer 1..{MAX_NUM_ATOMS}")
+            out.num_atoms = int(value)
+        elif key == "formula":
+            out.formula = parse_formula(value, f"--condition {item!r}")
+        elif key in PROPERTIES:
             try:
                 number = float(value)
             except ValueError:
@@ -205,6 +266,16 @@ def parse_conditions(items: list[str] | None, guidance: list[str] | None = None)
             if numbers[-1] > NUM_ELEMENT_TYPES:
                 raise ConfigError(f"--condition {item!r}: elements beyond Z = {NUM_ELEMENT_TYPES} are not supported")
             out.chemical_system = tuple(numbers)
+    if out.formula is not None:
+        elements = tuple(sorted(out.formula))
+        if out.chemical_system is not None and not set(elements) <= set(out.chemical_system):
+            raise ConfigError(f"--condition formula={formula_string(out.formula)} has elements outside "
+                              f"chemical_system={'-'.join(symbol(z) for z in out.chemical_system)}")
+        if out.chemical_system is None:
+            out.chemical_system = elements
+        if out.num_atoms is not None and out.num_atoms % out.formula_size():
+            raise ConfigError(f"--condition num_atoms={out.num_atoms} is not a multiple of formula="
+                              f"{formula_string(out.formula)}'s {out.formula_size()} atoms")
     for item in guidance or []:
         key, sep, value = item.partition("=")
         try:
@@ -214,6 +285,103 @@ def parse_conditions(items: list[str] | None, guidance: list[str] | None = None)
         if not sep or scale is None or not np.isfinite(scale):
             raise ConfigError(f"--guidance {item!r}: expected KEY=SCALE, e.g. space_group=2.0")
         out.guidance[key.strip()] = scale
+    return out
+
+
+def symbol(z: int) -> str:
+    """Element symbol of atomic number ``z``."""
+    from ase.data import chemical_symbols
+
+    return chemical_symbols[z]
+
+
+def parse_formula(text: str, where: str = "formula") -> dict[int, int]:
+    """``"LiFePO4"`` -> reduced counts by atomic number ``{3: 1, 8: 4, 15: 1, 26: 1}``.
+
+    :class:`ConfigError` naming ``where`` for text that is not a formula of real elements.
+    """
+    import math
+
+    from ase.data import atomic_numbers
+    from ase.formula import Formula
+
+    try:
+        counts = Formula(text.strip()).count()
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a chemical formula ({exc})") from None
+    unknown = [sym for sym in counts if sym not in atomic_numbers or atomic_numbers[sym] == 0]
+    if unknown or not counts or min(counts.values()) < 1:
+        raise ConfigError(f"{where}: not a chemical formula of real elements"
+                          + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+    if max(atomic_numbers[sym] for sym in counts) > NUM_ELEMENT_TYPES:
+        raise ConfigError(f"{where}: elements beyond Z = {NUM_ELEMENT_TYPES} are not supported")
+    g = math.gcd(*counts.values())
+    return {atomic_numbers[sym]: n // g for sym, n in counts.items()}
+
+
+def formula_string(formula: dict[int, int]) -> str:
+    """Reduced counts by atomic number -> pymatgen's reduced formula (``"LiFePO4"``), the canonical spelling."""
+    from pymatgen.core import Composition
+
+    return Composition({symbol(z): n for z, n in formula.items()}).reduced_formula
+
+
+def reduced_formula_of(numbers) -> dict[int, int]:
+    """Atomic numbers ``(n,)`` of one system -> its reduced counts by atomic number."""
+    import math
+
+    zs, ns = np.unique(np.asarray(numbers, dtype=np.int64), return_counts=True)
+    g = math.gcd(*ns.tolist())
+    return {int(z): int(n) // g for z, n in zip(zs, ns)}
+
+
+def assign_types(logits: torch.Tensor, elements: tuple[int, ...] | None = None,
+                 formula: dict[int, int] | None = None) -> np.ndarray:
+    """Atom types of one system from its decoder logits under the sampler's constraints.
+
+    Args:
+        logits: ``(n, Z_max)`` type logits over atomic numbers 1..Z_max (padding and [MASK] removed).
+        elements: allowed atomic numbers; each atom takes the most probable of them.
+        formula: reduced counts by atomic number; ``n`` must be a multiple of its size. The types are
+            the assignment with exactly ``n / size`` formula units that maximises the summed log
+            probability (a linear assignment over the atoms and the formula's slots).
+
+    Returns:
+        ``(n,)`` atomic numbers.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+    if formula is not None:
+        from scipy.optimize import linear_sum_assignment
+
+        n, size = logp.shape[0], sum(formula.values())
+        if n % size:
+            raise ConfigError(f"{n} atoms are not a multiple of formula {formula_string(formula)}'s {size}")
+        slots = np.repeat(np.array(sorted(formula)), [formula[z] * (n // size) for z in sorted(formula)])
+        rows, cols = linear_sum_assignment(-logp[:, slots - 1])
+        types = np.empty(n, dtype=np.int64)
+        types[rows] = slots[cols]
+        return types
+    if elements is not None:
+        allowed = np.array(elements, dtype=np.int64)
+        return allowed[np.argmax(logp[:, allowed - 1], axis=-1)]
+    return np.argmax(logp, axis=-1).astype(np.int64) + 1
+
+
+def warn_out_of_range(conditions: SampleConditions, stats: dict | None) -> list[str]:
+    """A warning (returned and issued) for each property target beyond the training mean +- 3 std."""
+    import warnings
+
+    out = []
+    if not stats or "property_mean" not in stats:
+        return out
+    for j, name in enumerate(PROPERTIES):
+        if name in conditions.properties:
+            mean, std = stats["property_mean"][j], stats["property_std"][j]
+            lo, hi = mean - 3 * std, mean + 3 * std
+            if not lo <= conditions.properties[name] <= hi:
+                out.append(f"--condition {name}={conditions.properties[name]:g} lies outside the training "
+                           f"data's mean +- 3 std, {lo:.3g}..{hi:.3g} {PROPERTIES[name]}; the model extrapolates")
+                warnings.warn(out[-1], UserWarning, stacklevel=2)
     return out
 
 

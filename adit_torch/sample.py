@@ -22,7 +22,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adit_torch.conditions import SampleConditions, guidance_terms, num_guidance_terms
+from adit_torch.conditions import (
+    SampleConditions,
+    assign_types,
+    guidance_terms,
+    num_guidance_terms,
+    symbol,
+    warn_out_of_range,
+)
 from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
@@ -128,12 +135,14 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
 
 
 def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim: int, seed: int = 0,
-                         num_atoms: int | list[int] | None = None, device="cpu", min_atoms: int = 0):
+                         num_atoms: int | list[int] | None = None, device="cpu", min_atoms: int = 0,
+                         multiple_of: int = 0):
     """Every sample's atom count and initial noise, drawn once in sample order from ``seed``.
 
     Returns ``(counts (M,), offsets (M + 1,), noise (sum(counts), dim))``: sample ``j``'s noise is
     ``noise[offsets[j]:offsets[j + 1]]``. Counts drawn from the histogram are drawn among the counts
-    above ``min_atoms`` (an inpainting fragment's size).
+    above ``min_atoms`` (an inpainting fragment's size) that are multiples of ``multiple_of`` (a
+    formula unit's atoms; 0 = any).
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
@@ -149,6 +158,11 @@ def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim
             if not hist:
                 raise ConfigError(f"no {kind} of the training data has more than {min_atoms} atoms; "
                                   "pass num_atoms")
+        if multiple_of:
+            hist = {n: c for n, c in hist.items() if int(n) % multiple_of == 0}
+            if not hist:
+                raise ConfigError(f"no {kind} of the training data has a multiple of the formula's "
+                                  f"{multiple_of} atoms; pass num_atoms")
         counts = draw_num_atoms(hist, num_samples, counts_gen)
     else:
         counts = np.asarray([num_atoms] * num_samples if np.isscalar(num_atoms) else num_atoms, dtype=np.int64)
@@ -196,7 +210,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     dim = dit.cfg.latent_dim
     if drawn is None:
         drawn = draw_sizes_and_noise(stats, kind, num_samples, dim, seed, num_atoms, device,
-                                     0 if known is None else known.shape[-2])
+                                     0 if known is None else known.shape[-2],
+                                     conditions.formula_size() if conditions is not None else 0)
     counts, offsets, noise = drawn
     mean = torch.tensor(stats.get("latent_mean", [0.0] * dim), device=device)
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
@@ -248,6 +263,10 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
     chunk = num_samples if chunk is None else int(chunk)
     if chunk <= 0:
         raise ConfigError(f"chunk must be positive, got {chunk}")
+    if conditions is not None:
+        conditions.check(dit.cfg, kind)
+        warn_out_of_range(conditions, stats)
+        num_atoms = _constrained_sizes(conditions, num_atoms, fragment)
     known = None
     if fragment is not None:
         if num_atoms is not None:
@@ -256,7 +275,12 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
             check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
         known = encode_fragment(vae, fragment, stats, device)
     drawn = draw_sizes_and_noise(stats, kind, num_samples, dit.cfg.latent_dim, seed, num_atoms, device,
-                                 0 if known is None else fragment.num_atoms)
+                                 0 if known is None else fragment.num_atoms,
+                                 conditions.formula_size() if conditions is not None else 0)
+    types_of = None
+    if conditions is not None and conditions.allowed_elements() is not None:
+        elements, formula = conditions.allowed_elements(), conditions.formula
+        types_of = lambda logits: assign_types(logits, elements, formula)  # noqa: E731
     in_context = None  # (num_samples, k, latent) from the second round on; chunks fill disjoint rows
     if fragment is not None and inpaint_rounds > 1:
         in_context = known.expand(num_samples, *known.shape).clone()
@@ -272,12 +296,29 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
             for idx, z, mask, periodic, dataset in sample_latents(
                     dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
                     progress, solver, grid, round_known, precision, only, drawn, conditions):
-                for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset)):
+                for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset, types_of)):
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
         if fragment is not None:
             fidelity_summary(fragment, out)
         yield out
+
+
+def _constrained_sizes(conditions: SampleConditions, num_atoms, fragment: AtomicSystem | None):
+    """``num_atoms`` under the ``num_atoms`` / ``formula`` constraints of ``conditions`` (ConfigError on a clash)."""
+    if conditions.num_atoms is not None and num_atoms is None:
+        num_atoms = conditions.num_atoms
+    if num_atoms is not None:
+        conditions.check_sizes(num_atoms)
+    if fragment is not None and conditions.formula is not None:
+        raise ConfigError("--condition formula and a kept fragment cannot be combined: the formula fixes every "
+                          "atom's type")
+    allowed = conditions.allowed_elements()
+    if fragment is not None and allowed is not None and not set(fragment.numbers.tolist()) <= set(allowed):
+        outside = sorted(set(fragment.numbers.tolist()) - set(allowed))
+        raise ConfigError(f"the kept fragment has elements outside the chemical system: "
+                          f"{', '.join(symbol(z) for z in outside)}")
+    return num_atoms
 
 
 def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,

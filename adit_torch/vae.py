@@ -181,11 +181,13 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def decode_to_systems(self, z: torch.Tensor, mask: torch.Tensor, periodic: torch.Tensor,
-                          dataset: torch.Tensor) -> list[AtomicSystem]:
+                          dataset: torch.Tensor, types_of=None) -> list[AtomicSystem]:
         """Decode latents ``z (B, N, latent_dim)`` into B systems (crystal from frac + lattice; molecule
-        from positions). Atom types are the argmax over elements 1..MAX (padding and [MASK] excluded)."""
+        from positions). Atom types are the argmax over elements 1..MAX (padding and [MASK] excluded),
+        or ``types_of(logits (n, MAX)) -> (n,)`` atomic numbers per system when given
+        (:func:`adit_torch.conditions.assign_types`)."""
         out = self.decode(z, mask, periodic, dataset)
-        return systems_from_outputs(out, mask, periodic)
+        return systems_from_outputs(out, mask, periodic, types_of)
 
     def num_params(self) -> int:
         """Number of parameters."""
@@ -253,8 +255,10 @@ def _failed_crystal(types: np.ndarray, frac: np.ndarray, lengths: np.ndarray, an
 
 
 def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
-                         periodic: torch.Tensor) -> list[AtomicSystem]:
+                         periodic: torch.Tensor, types_of=None) -> list[AtomicSystem]:
     """Read decoder outputs (see :meth:`VAE.decode`) into :class:`AtomicSystem` objects.
+
+    ``types_of`` (optional) maps one system's type logits ``(n, MAX)`` to its ``(n,)`` atomic numbers.
 
     Crystals whose decoded lattice breaks the reference's read-out rules (:func:`decode_failure`)
     come back as flagged placeholders (``info["decode_failed"]``), never repaired.
@@ -271,6 +275,8 @@ def systems_from_outputs(out: dict[str, torch.Tensor], mask: torch.Tensor,
     for i in range(len(masks)):
         m = masks[i]
         n = int(m.sum())
+        if types_of is not None:
+            types[i][m] = types_of(logits[i][torch.as_tensor(m, device=logits.device)])
         if pers[i]:
             length = lengths[i] * n ** (1.0 / 3.0)
             reason = decode_failure(length, angles[i], frac[i][m])

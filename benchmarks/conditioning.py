@@ -5,7 +5,11 @@ file) with the same seed, solver and steps, once unconditioned and once per guid
 scored by the evaluator's own checks (``check_crystal`` / ``check_molecule``):
 
 - ``chemical_system``: the share of valid samples whose elements all lie in the target set
-  (MatterGen's metric; its leak is about 10%);
+  (MatterGen's metric; its leak is about 10%), by guidance alone (``restrict_elements`` off)
+  and with decoding kept to the set (the default);
+- ``formula``: the share of valid samples with exactly the target's reduced formula (the
+  sampler assigns types with its counts, so the question is what that costs in validity);
+- ``num_atoms``: the share of samples with exactly that many atoms, and their validity;
 - ``space_group``: the share of valid crystals whose spglib number (symprec 0.1 Å, the
   evaluator's) equals the target;
 - validity itself, so that a hit rate bought with invalid structures shows.
@@ -32,6 +36,11 @@ TASKS = [
     ("crystal", "space_group=225"),
     ("crystal", "space_group=194"),
     ("molecule", "chemical_system=C-H-O"),
+    ("crystal", "formula=LiFeO2"),
+    ("crystal", "formula=MgO"),
+    ("crystal", "formula=LiFePO4"),
+    ("crystal", "num_atoms=8"),
+    ("molecule", "num_atoms=12"),
 ]
 
 
@@ -51,6 +60,14 @@ def score(systems, kind: str, condition: str | None) -> dict:
     if key == "chemical_system":
         allowed = {atomic_numbers[sym] for sym in value.split("-")}
         hits = [set(s.numbers.tolist()) <= allowed for s in valid]
+    elif key == "formula":
+        from adit_torch.conditions import parse_formula, reduced_formula_of
+
+        target = parse_formula(value)
+        hits = [reduced_formula_of(s.numbers) == target for s in valid]
+    elif key == "num_atoms":
+        hits = [s.num_atoms == int(value) for s in valid]
+        out["exact_of_all"] = sum(s.num_atoms == int(value) for s in systems) / max(1, len(systems))
     else:
         hits = [spacegroup_number(s) == int(value) for s in valid]
         loose = [spacegroup_number(s, 0.5) for s in valid]  # raw samples are rarely symmetric to 0.1 Å
@@ -92,11 +109,16 @@ def main() -> None:
         rows.append({"kind": kind, "condition": condition, "guidance": None, "seconds": round(seconds, 1),
                      **score(systems, kind, condition)})
         key = condition.split("=")[0]
-        for scale in args.scales:
-            conditions = parse_conditions([condition], [f"{key}={scale}"])
+        runs = [(None, True)] if key == "num_atoms" else [(scale, True) for scale in args.scales]
+        if key == "chemical_system":
+            runs = [(scale, False) for scale in args.scales] + runs
+        for scale, restrict in runs:
+            conditions = parse_conditions([condition], [f"{key}={scale}"] if scale is not None else None)
+            conditions.restrict_elements = restrict
             t0 = time.time()
             systems, _ = sample_checkpoint(path, kind, args.num_samples, conditions=conditions, **common)
             rows.append({"kind": kind, "condition": condition, "guidance": scale,
+                         "decoding": "restricted to the set" if conditions.allowed_elements() else "free",
                          "seconds": round(time.time() - t0, 1), **score(systems, kind, condition)})
             print(json.dumps(rows[-1]), flush=True)
     result = {"machine": MACHINE, "date": datetime.date.today().isoformat(), "model": str(args.model),

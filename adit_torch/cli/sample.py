@@ -47,9 +47,11 @@ def register(subparsers) -> None:
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
     p.add_argument("--condition", action="append", metavar="KEY=VALUE",
                    help="generate under a condition the model was trained with (repeatable): space_group=225 "
-                        "(crystals), chemical_system=Li-Fe-O, and for crystals formation_energy_per_atom=-2.0 "
-                        "(eV/atom), band_gap=1.5 (eV), e_above_hull=0.0 (eV/atom); `adit models` lists each "
-                        "model's conditions")
+                        "(crystals), chemical_system=Li-Fe-O (atom types are then decoded inside the set), and for "
+                        "crystals formation_energy_per_atom=-2.0 (eV/atom), band_gap=1.5 (eV), e_above_hull=0.0 "
+                        "(eV/atom); `adit models` lists each model's conditions. Any model also takes num_atoms=12 "
+                        "(exact) and, with chemical_system, formula=LiFePO4 (exact composition: a multiple of the "
+                        "formula unit's atoms, types assigned with its counts)")
     p.add_argument("--guidance", action="append", metavar="KEY=SCALE",
                    help="guidance scale of one --condition (repeatable; default 1.0): space_group=2.0")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
@@ -100,9 +102,6 @@ def _check(args) -> None:
                               "dit checkpoint (from adit train-dit)")
     # the grid's own checks (e.g. the reference grid needs 2 steps), before any work
     time_grid(args.steps or meta.get("config", {}).get("flow", {}).get("steps", 100), args.time_grid)
-    if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
-        raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
-                              "pass --num-atoms or use a checkpoint trained on them")
     from adit_torch.conditions import parse_conditions
 
     args.conditions = parse_conditions(args.condition, args.guidance)
@@ -113,6 +112,16 @@ def _check(args) -> None:
 
         dit_cfg = from_dict(DiTConfig, meta.get("config", {}).get("dit", {}), where=f"{args.checkpoint} [dit]")
         args.conditions.check(dit_cfg, args.kind)
+    if args.conditions.num_atoms is not None:
+        if args.num_atoms is not None and args.num_atoms != args.conditions.num_atoms:
+            raise ConfigError(f"--num-atoms {args.num_atoms} and --condition num_atoms={args.conditions.num_atoms} "
+                              "disagree; give one")
+        args.num_atoms = args.conditions.num_atoms
+    if args.num_atoms is not None:
+        args.conditions.check_sizes(args.num_atoms)
+    if args.num_atoms is None and args.kind not in meta.get("data", {}).get("num_atoms_hist", {}):
+        raise CheckpointError(f"--checkpoint {args.checkpoint} was not trained on {args.kind}s; "
+                              "pass --num-atoms or use a checkpoint trained on them")
     args.fragment_system = None
     if args.inpaint_rounds < 1:
         raise ConfigError(f"--inpaint-rounds must be at least 1, got {args.inpaint_rounds}")
@@ -153,7 +162,7 @@ def run_sample(args) -> int:
                                        progress=not args.quiet, solver=args.solver, grid=args.time_grid,
                                        fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
                                        precision=args.precision, chunk=CHUNK, sink=sink,
-                                       conditions=args.conditions if args.conditions.keys() else None)
+                                       conditions=args.conditions if args.conditions.as_dict() else None)
     written = summary["num_written"]
     summary["settings"]["model"] = args.model
     summary["settings"]["fragment"] = None if args.fragment is None else str(args.fragment)

@@ -244,3 +244,86 @@ def test_a_property_term_sets_its_normalised_target_and_only_its_mask():
 
     with pytest.raises(CheckpointError, match="no property normalisation"):
         guidance_terms("crystal", 2, parse_conditions(["band_gap=3.0"]), 2.0, cfg, "cpu", {})
+
+
+def test_formula_and_num_atoms_parse_into_constraints_and_refuse_bad_values():
+    c = parse_conditions(["formula=Li2Fe2O4", "num_atoms=12"], ["formula=2"])
+    assert c.formula == {3: 1, 26: 1, 8: 2} and c.formula_size() == 4 and c.num_atoms == 12
+    assert c.chemical_system == (3, 8, 26)  # the formula's elements are its chemical system
+    assert c.keys() == ["chemical_system"] and c.constraint_keys() == ["formula", "num_atoms"]
+    assert c.scale("chemical_system") == 2.0
+    assert c.as_dict() == {"chemical_system": "Li-O-Fe", "formula": "LiFeO2", "num_atoms": 12,
+                           "guidance": {"chemical_system": 2.0}}
+    assert parse_conditions(["num_atoms=7"]).keys() == []
+    for items, guidance, match in [
+        (["formula=Xx2O"], None, "not a chemical formula"),
+        (["formula=LiFeO2", "num_atoms=6"], None, "num_atoms=6 is not a multiple of formula=LiFeO2's 4 atoms"),
+        (["formula=LiFeO2", "chemical_system=Li-O"], None, "formula=LiFeO2 has elements outside chemical_system"),
+        (["num_atoms=0"], None, "an integer 1..1000"),
+        (["num_atoms=twelve"], None, "an integer 1..1000"),
+        (["formula=LiFeO2", "formula=MgO"], None, "given twice"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            parse_conditions(items, guidance)
+    with pytest.raises(ConfigError, match="needs a model trained with chemical_system"):
+        parse_conditions(["formula=MgO"]).check(DiTConfig(num_space_groups=230), "crystal")
+    with pytest.raises(ConfigError, match="num_atoms: the number of atoms is exact"):
+        parse_conditions(["num_atoms=8"], ["num_atoms=2"]).check(COND, "crystal")
+    with pytest.raises(ConfigError, match="a multiple of its 2 atoms; \\[5\\] is not one"):
+        parse_conditions(["formula=MgO"]).check_sizes([4, 5])
+
+
+def test_assign_types_keeps_to_the_set_and_to_the_exact_counts_at_best_log_probability():
+    from itertools import permutations
+
+    from adit_torch.conditions import assign_types
+
+    logits = torch.randn(6, NUM_ELEMENT_TYPES, generator=torch.Generator().manual_seed(0))
+    logits[:, 55] += 10.0  # Ba is the decoder's favourite everywhere: it must never appear
+    free = assign_types(logits)
+    assert (free == 56).all()
+    inside = assign_types(logits, (8, 12))
+    assert set(inside.tolist()) <= {8, 12}
+    logp = torch.log_softmax(logits, -1).numpy()
+    np.testing.assert_array_equal(inside, np.where(logp[:, 7] >= logp[:, 11], 8, 12))
+    exact = assign_types(logits, (8, 12), {8: 1, 12: 1})
+    assert sorted(exact.tolist()) == [8, 8, 8, 12, 12, 12]
+    # the best of all 20 placements of three O and three Mg
+    best = max(set(permutations([8, 8, 8, 12, 12, 12])), key=lambda p: sum(logp[i, z - 1] for i, z in enumerate(p)))
+    assert exact.tolist() == list(best)
+    with pytest.raises(ConfigError, match="not a multiple"):
+        assign_types(logits[:5], (8, 12), {8: 1, 12: 1})
+
+
+def test_a_property_target_beyond_the_training_data_warns_with_the_range():
+    from adit_torch.conditions import warn_out_of_range
+
+    stats = {"property_mean": [-1.0, 1.0, 0.1], "property_std": [1.0, 2.0, 0.2]}
+    with pytest.warns(UserWarning, match=r"band_gap=9 lies outside .* -5..7 eV"):
+        warn_out_of_range(parse_conditions(["band_gap=9"]), stats)
+    assert warn_out_of_range(parse_conditions(["band_gap=3"]), stats) == []
+
+
+def test_shipped_model_samples_an_exact_formula_inside_its_chemical_system(tmp_path):
+    """The acceptance commands on the shipped conditioned model: formula and chemical system by the CLI."""
+    import ase.io
+
+    from adit_torch.conditions import reduced_formula_of
+
+    out = tmp_path / "lfo.extxyz"
+    assert main(["sample", "--model", "adit-xs-joint-cond", "--kind", "crystal", "--num-samples", "6",
+                 "--steps", "4", "--solver", "heun", "--condition", "formula=LiFeO2", "--out", str(out),
+                 "--quiet"]) == 0
+    systems = ase.io.read(out, index=":")  # raw samples: some overlap, which read_systems refuses
+    assert len(systems) == 6
+    for s in systems:
+        assert reduced_formula_of(s.numbers) == {3: 1, 8: 2, 26: 1} and len(s) % 4 == 0
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["conditions"]["formula"] == "LiFeO2"
+    out = tmp_path / "mgo.extxyz"
+    assert main(["sample", "--model", "adit-xs-joint-cond", "--kind", "crystal", "--num-samples", "6",
+                 "--steps", "4", "--solver", "heun", "--condition", "chemical_system=Mg-O", "--condition",
+                 "num_atoms=6", "--out", str(out), "--quiet"]) == 0
+    systems = ase.io.read(out, index=":")
+    assert len(systems) == 6 and all(set(s.numbers.tolist()) <= {8, 12} and len(s) == 6 for s in systems)
+    assert json.loads(out.with_suffix(".summary.json").read_text())["settings"]["num_atoms"] == 6
