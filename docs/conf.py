@@ -4,7 +4,8 @@ Build (warnings are errors)::
 
     sphinx-build -W -b html docs docs/_build/html
 
-Markdown pages are read by MyST; the API reference comes from the docstrings (autodoc with
+Markdown pages are read by MyST; the tutorials (``docs/tutorials``, MyST markdown notebooks) are
+executed by MyST-NB at every build, and a cell that raises fails the build; the API reference comes from the docstrings (autodoc with
 Google-style sections); CalcJobs and WorkChains are rendered from their specs by aiida-core's
 Sphinx extension; the command line from the ``adit`` argument parser (``_ext/adit_cli.py``).
 """
@@ -48,7 +49,7 @@ copyright = "2026, the aiida-adit developers"
 version = release = __version__
 
 extensions = [
-    "myst_parser",
+    "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
@@ -56,7 +57,8 @@ extensions = [
     "adit_cli",
     "adit_exit_codes",
 ]
-source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+# MyST-NB reads every .md (a page with a `file_format: mystnb` header is a notebook, run in a kernel)
+source_suffix = {".md": "myst-nb", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 myst_enable_extensions = ["colon_fence", "dollarmath"]
@@ -71,6 +73,13 @@ napoleon_numpy_docstring = False
 # a missing optional import (RDKit, PoseBusters) must not end the build
 autodoc_mock_imports: list[str] = []
 suppress_warnings = ["myst.header"]
+
+# the tutorials run at every build, each in a fresh kernel, from its own folder; an error ends the build
+nb_execution_mode = "force"
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_execution_timeout = 900
+nb_merge_streams = True
 
 html_theme = "furo"
 html_title = f"aiida-adit {release}"
