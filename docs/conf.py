@@ -5,9 +5,10 @@ Build (warnings are errors)::
     sphinx-build -W -b html docs docs/_build/html
 
 Markdown pages are read by MyST; the tutorials (``docs/tutorials``, MyST markdown notebooks) are
-executed by MyST-NB at every build, and a cell that raises fails the build; the API reference comes from the docstrings (autodoc with
-Google-style sections); CalcJobs and WorkChains are rendered from their specs by aiida-core's
-Sphinx extension; the command line from the ``adit`` argument parser (``_ext/adit_cli.py``).
+executed by MyST-NB at every build, and a cell that raises fails the build; the API reference
+comes from the docstrings (autodoc with Google-style sections); CalcJobs and WorkChains are
+rendered from their specs by aiida-core's Sphinx extension; the command line from the ``adit``
+argument parser (``_ext/adit_cli.py``).
 """
 
 from __future__ import annotations
