@@ -33,7 +33,7 @@ def site(tmp_path_factory) -> pathlib.Path:
     pytest.importorskip("myst_parser", reason="the docs extra is not installed: pip install -e '.[docs]'")
     out = tmp_path_factory.mktemp("site") / "html"
     cmd = [sys.executable, "-m", "sphinx", "-W", "-b", "html", str(DOCS), str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=2400)
     assert done.returncode == 0, f"sphinx-build -W failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     return out
 
