@@ -251,7 +251,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                  num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                  solver: str = "euler", grid: str = "uniform", fragment: AtomicSystem | None = None,
                  inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None,
-                 conditions: SampleConditions | None = None):
+                 conditions: SampleConditions | None = None, keep_lattice: bool = False):
     """Generate the samples of :func:`sample_systems` in order, ``chunk`` at a time.
 
     Yields lists of :class:`AtomicSystem` (samples ``0..chunk-1``, then the next ``chunk``, ...),
@@ -267,6 +267,8 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         conditions.check(dit.cfg, kind)
         warn_out_of_range(conditions, stats)
         num_atoms = _constrained_sizes(conditions, num_atoms, fragment)
+    if keep_lattice and (fragment is None or not fragment.is_periodic):
+        raise ConfigError("keep_lattice keeps a crystal fragment's lattice: give a periodic fragment to keep")
     known = None
     if fragment is not None:
         if num_atoms is not None:
@@ -288,7 +290,8 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         only = np.arange(start, min(start + chunk, num_samples))
         round_known = known
         out: list[AtomicSystem | None] = []
-        for round_ in range(inpaint_rounds if fragment is not None else 1):
+        rounds = inpaint_rounds if fragment is not None else 1
+        for round_ in range(rounds):
             if round_:
                 in_context[torch.as_tensor(only)] = encode_in_context(vae, fragment, out, known, stats, device)
                 round_known = in_context
@@ -297,11 +300,24 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                     dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
                     progress, solver, grid, round_known, precision, only, drawn, conditions):
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset, types_of)):
+                    if keep_lattice and round_ == rounds - 1:  # the last round's decode only (see sample_systems)
+                        s = with_lattice(s, fragment.lattice)
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
         if fragment is not None:
             fidelity_summary(fragment, out)
         yield out
+
+
+def with_lattice(system: AtomicSystem, lattice: np.ndarray) -> AtomicSystem:
+    """``system`` (a decoded crystal) with its fractional coordinates in ``lattice`` ``(3, 3)``, Å, rows: the
+    decoded lattice replaced by a kept one. A failed decode is returned as it is."""
+    if system.lattice is None or system.info.get("decode_failed"):
+        return system
+    out = AtomicSystem.from_fractional(system.numbers, system.frac_coords, np.asarray(lattice, dtype=float))
+    out.info.update(system.info)
+    out.info["kept_lattice"] = True
+    return out
 
 
 def _constrained_sizes(conditions: SampleConditions, num_atoms, fragment: AtomicSystem | None):
@@ -326,7 +342,8 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform",
                    fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
-                   precision: str = "fp32", conditions: SampleConditions | None = None) -> list[AtomicSystem]:
+                   precision: str = "fp32", conditions: SampleConditions | None = None,
+                   keep_lattice: bool = False) -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
@@ -351,10 +368,16 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         precision: ``"fp32"`` or ``"bf16"`` (the DiT under bfloat16 autocast; decoding stays float32).
         conditions: optional conditions (space group, chemical system) with a guidance scale each
             (:class:`adit_torch.conditions.SampleConditions`); the model must have been trained with them.
+        keep_lattice: with a crystal ``fragment``, the last round's samples are decoded into the fragment's
+            lattice (their fractional coordinates kept, :func:`with_lattice`). Earlier rounds keep their
+            decoded lattices: imposing the kept one before the refinement round kept fewer fragment
+            elements (91% against 99% of 96 samples over 6 MP-20 crystals, 2 kept sites each).
+            Give ``num_atoms`` to suit the cell's volume: histogram counts ignore it.
     """
     return [s for part in iter_systems(dit, vae, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed,
                                        batch_size, num_atoms, device, progress, solver, grid, fragment,
-                                       inpaint_rounds, precision, conditions=conditions) for s in part]
+                                       inpaint_rounds, precision, conditions=conditions, keep_lattice=keep_lattice)
+            for s in part]
 
 
 def quick_validity(systems: list[AtomicSystem], kind: str) -> dict[str, float]:
@@ -386,7 +409,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                       progress: bool = True, solver: str = "euler", grid: str = "uniform",
                       fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                       precision: str = "fp32", chunk: int | None = None,
-                      sink=None, conditions: SampleConditions | None = None,
+                      sink=None, conditions: SampleConditions | None = None, keep_lattice: bool = False,
                       ) -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
@@ -396,7 +419,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     With ``sink``, the samples are made ``chunk`` at a time (:func:`iter_systems`) and each chunk, in
     order, is passed to ``sink(systems)`` and not kept: the returned list is empty and memory is
     bounded by the chunk whatever ``num_samples`` is (``adit sample`` streams its files this way).
-    ``conditions`` as in :func:`sample_systems`; they are recorded in the summary (``conditions``).
+    ``conditions`` and ``keep_lattice`` as in :func:`sample_systems`; they are recorded in the summary.
     """
     from adit_torch.checkpoint import load_dit
 
@@ -409,7 +432,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     rmsds: list[float] = []
     for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
-                             precision, chunk if sink is not None else None, conditions=conditions):
+                             precision, chunk if sink is not None else None, conditions=conditions,
+                             keep_lattice=keep_lattice):
         written += len(part)
         failed += sum(bool(s.info.get("decode_failed")) for s in part)
         if fragment is not None:
@@ -438,5 +462,6 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
         "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, written)},
     }
     if fragment is not None:
-        summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds}
+        summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds,
+                                 "keep_lattice": bool(keep_lattice)}
     return systems, summary

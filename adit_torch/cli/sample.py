@@ -39,11 +39,14 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same samples)")
     p.add_argument("--batch-size", type=int, default=256, help="systems per forward pass")
     p.add_argument("--num-atoms", type=int, help="atoms per system (default: drawn from the training histogram)")
-    p.add_argument("--fragment", type=Path,
+    p.add_argument("--keep", "--fragment", dest="fragment", type=Path, metavar="FILE",
                    help="inpainting: a structure file (extxyz, CIF, SDF; its first structure) whose atoms every "
                         "sample keeps as its first atoms; the rest is generated (samples need more atoms than it)")
+    p.add_argument("--keep-lattice", action="store_true",
+                   help="with --keep and a crystal: decode every sample into the kept structure's lattice "
+                        "(choose --num-atoms to suit its volume)")
     p.add_argument("--inpaint-rounds", type=int, default=2,
-                   help="with --fragment: sampling rounds; from the second on the kept atoms are encoded inside the "
+                   help="with --keep: sampling rounds; from the second on the kept atoms are encoded inside the "
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
     p.add_argument("--condition", action="append", metavar="KEY=VALUE",
                    help="generate under a condition the model was trained with (repeatable): space_group=225 "
@@ -125,6 +128,10 @@ def _check(args) -> None:
     args.fragment_system = None
     if args.inpaint_rounds < 1:
         raise ConfigError(f"--inpaint-rounds must be at least 1, got {args.inpaint_rounds}")
+    if args.keep_lattice and args.fragment is None:
+        raise ConfigError("--keep-lattice keeps the lattice of the structure given with --keep; give --keep FILE")
+    if args.keep_lattice and args.kind != "crystal":
+        raise ConfigError(f"--keep-lattice is for crystals; --kind is {args.kind}")
     if args.fragment is not None:
         import numpy as np
 
@@ -133,7 +140,7 @@ def _check(args) -> None:
 
         systems = read_systems(args.fragment)
         if len(systems) != 1:
-            raise ConfigError(f"--fragment {args.fragment}: holds {len(systems)} structures; give one")
+            raise ConfigError(f"--keep {args.fragment}: holds {len(systems)} structures; give one")
         args.fragment_system = systems[0]
         check_fragment(args.fragment_system, args.kind,
                        np.array([args.num_atoms if args.num_atoms is not None else args.fragment_system.num_atoms + 1]))
@@ -162,6 +169,7 @@ def run_sample(args) -> int:
                                        progress=not args.quiet, solver=args.solver, grid=args.time_grid,
                                        fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
                                        precision=args.precision, chunk=CHUNK, sink=sink,
+                                       keep_lattice=args.keep_lattice,
                                        conditions=args.conditions if args.conditions.as_dict() else None)
     written = summary["num_written"]
     summary["settings"]["model"] = args.model

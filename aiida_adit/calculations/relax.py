@@ -115,7 +115,9 @@ class AditRelaxCalculation(AditCalculation):
             "`counts`, `potential`, `settings`.",
         )
         spec.default_output_node = "results"
-        spec.exit_code(420, "ERROR_NO_STRUCTURE_RELAXED", message="No structure could be relaxed: {error}")
+        spec.exit_code(
+            420, "ERROR_NO_STRUCTURE_RELAXED", invalidates_cache=True, message="No structure could be relaxed: {error}"
+        )
 
     def prepare_for_submission(self, folder):
         """Write the crystals in sorted-key order and build the ``adit relax`` command line."""

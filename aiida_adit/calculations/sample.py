@@ -136,6 +136,9 @@ def condition_flags(conditions: dict) -> tuple[list[str], list[str]]:
 def validate_fragment_inputs(inputs, _) -> str | None:
     """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given."""
     fragment = inputs.get("fragment")
+    if inputs.get("keep_lattice") is not None and inputs["keep_lattice"].value and (
+            fragment is None or not any(fragment.pbc)):
+        return "`keep_lattice` keeps the lattice of a periodic `fragment`: give one"
     if fragment is None or "kind" not in inputs:
         return None
     periodic = any(fragment.pbc)
@@ -218,10 +221,17 @@ class AditSampleCalculation(AditCalculation):
             "fragment",
             valid_type=orm.StructureData,
             required=False,
-            help="Inpainting (`adit sample --fragment`): atoms every sample keeps as its first atoms, the rest "
+            help="Inpainting (`adit sample --keep`): atoms every sample keeps as its first atoms, the rest "
             "generated. A periodic structure keeps sites (types and fractional coordinates) for crystals; a "
             "non-periodic one keeps atoms (types and positions) for molecules. Samples need more atoms than it; "
             "the summary reports how well they kept it (`inpainting`).",
+        )
+        spec.input(
+            "keep_lattice",
+            valid_type=orm.Bool,
+            required=False,
+            help="With a periodic `fragment`: decode every sample into the fragment's lattice (`adit sample "
+            "--keep-lattice`); set `num_atoms` to suit the cell's volume.",
         )
         spec.input(
             "conditions",
@@ -249,6 +259,7 @@ class AditSampleCalculation(AditCalculation):
         spec.exit_code(
             500,
             "ERROR_FEWER_STRUCTURES",
+            invalidates_cache=True,
             message="Only {found} of the {asked} structures asked for were generated.",
         )
 
@@ -286,7 +297,9 @@ class AditSampleCalculation(AditCalculation):
                 atoms.pbc = False
             with folder.open(FRAGMENT_NAME, "w") as handle:
                 atoms.write(handle, format="extxyz")
-            cmdline += ["--fragment", FRAGMENT_NAME]
+            cmdline += ["--keep", FRAGMENT_NAME]
+            if "keep_lattice" in self.inputs and self.inputs.keep_lattice.value:
+                cmdline.append("--keep-lattice")
         if "conditions" in self.inputs:
             items, scales = condition_flags(self.inputs.conditions.get_dict())
             cmdline += [arg for item in items for arg in ("--condition", item)]

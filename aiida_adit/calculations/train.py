@@ -147,7 +147,9 @@ class AditTrainCalculation(AditCalculation):
         spec.output("curves", valid_type=orm.ArrayData, required=False, help="Columns of `log.csv` as arrays.")
         spec.default_output_node = "metrics"
 
-        spec.exit_code(420, "ERROR_NAN_LOSS", message="The training loss became NaN or infinite: {error}")
+        spec.exit_code(
+            420, "ERROR_NAN_LOSS", invalidates_cache=True, message="The training loss became NaN or infinite: {error}"
+        )
 
     def _minutes_from_walltime(self) -> float | None:
         """Training minutes that leave :data:`WALLTIME_MARGIN_S` (or 10%) of the walltime to save and exit."""

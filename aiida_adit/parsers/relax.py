@@ -68,8 +68,13 @@ class AditRelaxParser(AditParser):
                 return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(
                     filename=OUTPUT_NAME, error=f"frame for unknown input key {key!r}"
                 )
+            try:
+                energy = float(atoms.info["total_energy"])
+            except (KeyError, TypeError, ValueError):
+                return self.exit_codes.ERROR_UNREADABLE_OUTPUT.format(
+                    filename=OUTPUT_NAME, error=f"the frame of {key!r} has no numeric `total_energy`"
+                )
             structure = atoms_to_structure(atoms)
-            energy = float(atoms.info["total_energy"])
             structure.base.extras.set_many(
                 {
                     "relaxed_from": inputs[key].uuid,

@@ -97,8 +97,10 @@ class AditSampleParser(AditParser):
             structure.base.extras.set_many(structure_extras(structure, kind, atoms.info, conditions))
             self.out(f"structures.{output_label(index)}", structure)
             stored += 1
-        if summary is not None:
-            self.out("summary", orm.Dict({**summary, "num_stored": stored, "not_stored": skipped}))
+        # always an output (a work chain that keeps a partial run exposes it): a partial run without its
+        # summary file gets the counts this parser knows, marked as such
+        summary = summary if summary is not None else {"summary_file": f"{SUMMARY_NAME} missing (partial run)"}
+        self.out("summary", orm.Dict({**summary, "num_stored": stored, "not_stored": skipped}))
 
         asked = self.node.inputs.num_samples.value
         if stored < asked or status == 6:

@@ -40,6 +40,10 @@ EXTRA_KEYS = ("valid", "formula")
 MOLECULE_EXTRAS = {"valid": "valid_connected", "valid_adit": "valid", "fragments": "fragments", "formula": "formula"}
 
 
+#: The steps of adit.generate, as named in the protocols and in ``codes`` / ``STEP.options``.
+STEPS = ("train_vae", "train_dit", "sample", "evaluate", "metastability")
+
+
 def record_extras(record: dict) -> dict:
     """The extras of one evaluated structure from its evaluation record (see :data:`MOLECULE_EXTRAS`)."""
     if record.get("kind") == "molecule":
@@ -178,10 +182,11 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         vae_checkpoint: CheckpointData | None = None,
         evaluate: bool = True,
         reference: orm.Data | None = None,
+        codes: dict[str, orm.AbstractCode] | None = None,
     ):
         """A builder filled from ``protocol`` (fast | moderate | precise) and ``overrides``.
 
-        :param code: the ``adit`` code used by every CalcJob.
+        :param code: the ``adit`` code used by every CalcJob unless ``codes`` names another for its step.
         :param overrides: nested dict merged over the protocol (keys as in the YAML file:
             ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``
             (``sample.conditions``: the ``adit.sample`` ``conditions``, e.g. ``{"chemical_system":
@@ -195,9 +200,30 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         :param evaluate: run ``adit evaluate`` on the samples.
         :param reference: reference set for novelty (SinglefileData or Str); default: the
             protocol's ``evaluate.reference``, else ``adit evaluate``'s own default.
+        :param codes: a code per step (keys of :data:`STEPS`), for example an ``adit`` installed on a GPU
+            partition for ``train_vae``, ``train_dit`` and ``sample`` while ``evaluate`` and
+            ``metastability`` keep ``code``.
+
+        Besides ``options``, a protocol (or an override) may set per restart step (``train_vae``,
+        ``train_dit``, ``sample``) ``max_iterations``: how many walltime slices a long training may be
+        resumed over; and at the top level ``clean_workdir``: empty the remote folders of the
+        trainings and of the sampling when their work chains end (what they produced is stored).
         """
+        unknown = sorted(set(codes or {}) - set(STEPS))
+        if unknown:
+            raise ValueError(f"codes: unknown step(s) {unknown}; the steps are {list(STEPS)}")
         values = cls.get_protocol_inputs(protocol, overrides)
         base_options = values.get("options", {})
+
+        def code_of(step: str) -> orm.AbstractCode:
+            return (codes or {}).get(step, code)
+
+        def restart_settings(namespace, step: str) -> None:
+            """``max_iterations`` of the step and the protocol's ``clean_workdir`` on a restart work chain."""
+            if (values.get(step) or {}).get("max_iterations") is not None:
+                namespace.max_iterations = orm.Int(values[step]["max_iterations"])
+            if values.get("clean_workdir") is not None:
+                namespace.clean_workdir = orm.Bool(values["clean_workdir"])
 
         def options_of(step: str) -> dict:
             """The protocol's ``options`` with the step's own ``options`` on top (e.g. a GPU request for
@@ -217,11 +243,13 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
                 builder.vae_checkpoint = vae_checkpoint
             for stage in stages:
                 namespace = builder[stage]
-                namespace.train.code = code
+                namespace.train.code = code_of(stage)
                 namespace.train.settings = orm.Dict(values[stage]["settings"])
                 namespace.train.metadata.options = options_of(stage)
+                restart_settings(namespace, stage)
         sample = values["sample"]
-        builder.sample.sample.code = code
+        builder.sample.sample.code = code_of("sample")
+        restart_settings(builder.sample, "sample")
         builder.sample.sample.kind = orm.Str(values["kind"])
         builder.sample.sample.num_samples = orm.Int(sample["num_samples"])
         builder.sample.sample.steps = orm.Int(sample.get("steps", 100))
@@ -238,7 +266,7 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         builder.sample.sample.metadata.options = options_of("sample")
         if evaluate:
             settings = values.get("evaluate", {})
-            builder.evaluate.code = code
+            builder.evaluate.code = code_of("evaluate")
             builder.evaluate.metadata.options = options_of("evaluate")
             if reference is None and "reference" in settings:
                 reference = orm.Str(settings["reference"])
@@ -250,7 +278,7 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         if relax is not None and values["kind"] == "crystal":
             from aiida_adit.data.hull import ReferenceHullData
 
-            builder.metastability.relax.code = code
+            builder.metastability.relax.code = code_of("metastability")
             builder.metastability.relax.parameters = orm.Dict(relax)
             builder.metastability.relax.metadata.options = options_of("metastability")
             builder.metastability.hull = ReferenceHullData.offline()

@@ -106,6 +106,17 @@ def test_bad_input_exits_2(trained, tmp_path, capsys):
                  "--out", str(tmp_path / "o.extxyz")]) == EXIT_CODES["bad_input"]
     assert main(["sample", "--checkpoint", dit, "--kind", "crystal", "--num-samples", "2",
                  "--out", str(tmp_path / "o.cif")]) == EXIT_CODES["bad_input"]
+    capsys.readouterr()
+    # --keep-lattice needs a crystal to keep
+    assert main(["sample", "--checkpoint", dit, "--kind", "crystal", "--num-samples", "2", "--keep-lattice",
+                 "--out", str(tmp_path / "o.extxyz")]) == EXIT_CODES["bad_input"]
+    assert "give --keep FILE" in capsys.readouterr().err
+    ring = tmp_path / "ring.xyz"
+    ring.write_text("3\n\nC 0 0 0\nC 1.4 0 0\nC 0.7 1.2 0\n")
+    assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "2", "--keep", str(ring),
+                 "--keep-lattice", "--out", str(tmp_path / "o.extxyz")]) == EXIT_CODES["bad_input"]
+    assert "--keep-lattice is for crystals" in capsys.readouterr().err
+    assert not list(tmp_path.glob("o.*"))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"vae": {"d_model": 30, "num_heads": 4}}))
     assert main(["train-vae", "--settings", str(bad), "--out-dir", str(tmp_path / "v")]) == EXIT_CODES["bad_input"]

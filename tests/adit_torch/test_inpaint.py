@@ -91,3 +91,26 @@ def test_bad_fragment_requests_fail_clearly(shipped, qm9_sample):
                        progress=False, fragment=fragment)
     with pytest.raises(ConfigError, match="crystals were asked for"):
         sample_systems(dit, vae, flow_cfg, meta["data"], "crystal", 2, steps=2, progress=False, fragment=fragment)
+    with pytest.raises(ConfigError, match="keep_lattice keeps a crystal fragment's lattice"):
+        sample_systems(dit, vae, flow_cfg, meta["data"], "molecule", 2, steps=2, num_atoms=20, progress=False,
+                       fragment=fragment, keep_lattice=True)
+
+
+def test_shipped_model_keeps_a_crystals_lattice_and_sites():
+    """Two sites of a real MP-20 crystal and its lattice kept: every sample has that lattice exactly,
+    and keeps the sites' elements and positions in it."""
+    from adit_model_data import mp20_systems
+
+    from adit_torch.pretrained import load_pretrained
+    from adit_torch.sample import sample_systems
+
+    dit, vae, flow_cfg, meta = load_pretrained()
+    crystal = next(s for s in mp20_systems(50) if 6 <= s.num_atoms <= 12)
+    fragment = AtomicSystem.from_fractional(crystal.numbers[:2], crystal.frac_coords[:2], crystal.lattice)
+    out = sample_systems(dit, vae, flow_cfg, meta["data"], "crystal", 6, steps=10, solver="heun", seed=0,
+                         num_atoms=crystal.num_atoms, progress=False, fragment=fragment, keep_lattice=True)
+    for s in out:
+        np.testing.assert_allclose(s.lattice, crystal.lattice, atol=1e-6)
+        assert s.info["kept_lattice"] and s.num_atoms == crystal.num_atoms
+    assert np.mean([s.info["kept_types"] for s in out]) >= 0.75
+    assert np.median([s.info["kept_rmsd"] for s in out]) < 0.5

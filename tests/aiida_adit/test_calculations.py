@@ -166,7 +166,7 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
 
 
 def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
-    """Inpainting through AiiDA: the fragment StructureData becomes `fragment.extxyz` and `--fragment`; a
+    """Inpainting through AiiDA: the fragment StructureData becomes `fragment.extxyz` and `--keep`; a
     molecule fragment is written without a cell, so `adit sample` reads it as a molecule."""
     from ase.build import bulk, molecule
 
@@ -177,7 +177,7 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
               "kind": orm.Str("molecule"), "num_atoms": orm.Int(12), "metadata": {"options": OPTIONS},
               "fragment": atoms_to_structure(molecule("C6H6")[:6])}
     folder, calc_info = generate_calc_job("adit.sample", inputs)
-    assert calc_info.codes_info[0].cmdline_params[-2:] == ["--fragment", "fragment.extxyz"]
+    assert calc_info.codes_info[0].cmdline_params[-2:] == ["--keep", "fragment.extxyz"]
     (frag,) = read_systems(folder / "fragment.extxyz")
     assert not frag.is_periodic and frag.formula == "C6"
     from scipy.spatial.distance import pdist
@@ -186,9 +186,12 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
     np.testing.assert_allclose(pdist(frag.positions), pdist(ring.positions), atol=1e-6)  # geometry kept
 
     crystal = {**inputs, "kind": orm.Str("crystal"), "fragment": atoms_to_structure(bulk("NaCl", "rocksalt", 5.6))}
-    folder, _ = generate_calc_job("adit.sample", crystal)
+    folder, calc_info = generate_calc_job("adit.sample", crystal)
     (frag,) = read_systems(folder / "fragment.extxyz")
     assert frag.is_periodic and sorted(frag.numbers) == [11, 17]
+    assert "--keep-lattice" not in calc_info.codes_info[0].cmdline_params
+    _, calc_info = generate_calc_job("adit.sample", {**crystal, "keep_lattice": orm.Bool(True)})
+    assert calc_info.codes_info[0].cmdline_params[-3:] == ["--keep", "fragment.extxyz", "--keep-lattice"]
 
 
 @pytest.mark.parametrize(
@@ -196,6 +199,7 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
     [
         ({"kind": "crystal"}, "`fragment` is not periodic but `kind` is 'crystal'"),
         ({"num_atoms": 6}, "samples need more atoms than the fragment's 6"),
+        ({"keep_lattice": True}, "`keep_lattice` keeps the lattice of a periodic `fragment`"),
     ],
 )
 def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, changes, message):
@@ -207,6 +211,8 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
     inputs = {"code": adit_code(), "checkpoint": _ckpt(make_checkpoint, "dit"), "num_samples": orm.Int(2),
               "kind": orm.Str(changes.get("kind", "molecule")), "num_atoms": orm.Int(changes.get("num_atoms", 12)),
               "fragment": atoms_to_structure(molecule("C6H6")[:6])}
+    if "keep_lattice" in changes:
+        inputs["keep_lattice"] = orm.Bool(changes["keep_lattice"])
     with pytest.raises(ValueError, match=message):
         CalculationFactory("adit.sample")(inputs=inputs)
 

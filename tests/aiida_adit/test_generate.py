@@ -35,12 +35,28 @@ def test_generate_trains_samples_evaluates_and_groups(aiida_profile_clean, adit_
     overrides = {
         "train_vae": {"settings": TINY},
         "train_dit": {"settings": TINY},
-        "sample": {"num_samples": 3, "steps": 4},
+        "sample": {"num_samples": 3, "steps": 4, "max_iterations": 2},
+        "clean_workdir": True,
     }
-    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", overrides=overrides)
+    evaluate_code = adit_code("adit.evaluate", label="adit-evaluate-cpu")  # e.g. a CPU partition's adit
+    builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol="train-fast", overrides=overrides,
+                                                              codes={"evaluate": evaluate_code})
     builder.group_label = orm.Str("tests/generate")
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
+
+    # per-step codes, max_iterations and clean_workdir reached the steps; the work folders are emptied
+    # (what the trainings and the sampling made is stored), the evaluation ran with its own code
+    calcs = {c.process_label: c for c in node.called_descendants if isinstance(c, orm.CalcJobNode)}
+    assert calcs["AditEvaluateCalculation"].inputs.code.pk == evaluate_code.pk
+    assert calcs["AditSampleCalculation"].inputs.code.pk == code.pk
+    sample_chain = node.base.links.get_outgoing(link_label_filter="sample").one().node
+    assert sample_chain.inputs.max_iterations.value == 2
+    trainings = [c for c in node.called_descendants if c.process_label == "AditTrainCalculation"]
+    assert len(trainings) == 2
+    for calc in (*trainings, calcs["AditSampleCalculation"]):
+        assert calc.outputs.remote_folder.is_empty, calc.process_label
+    assert not calcs["AditEvaluateCalculation"].outputs.remote_folder.is_empty  # not a restart step: kept
 
     # provenance: VAE -> DiT training -> the checkpoint sampled is the DiT trained here
     dit, vae = results["checkpoint"], results["vae_checkpoint"]
@@ -96,6 +112,17 @@ def test_sample_with_identical_inputs_is_cached(aiida_profile_clean, adit_code, 
     assert second.base.caching.get_cache_source() == first.uuid
     assert second.outputs.samples.get_content() == first.outputs.samples.get_content()
     assert len(second.outputs.structures) == 2
+
+
+@pytest.mark.parametrize("entry_point", ["adit.train", "adit.sample", "adit.evaluate", "adit.relax"])
+def test_every_failure_exit_code_invalidates_the_cache(entry_point):
+    """docs/aiida.md promises it: no failed adit CalcJob can be reused as a cache source."""
+    from aiida.plugins import CalculationFactory
+
+    codes = CalculationFactory(entry_point).spec().exit_codes
+    own = {name: code for name, code in codes.items() if code.status >= 300}
+    assert own, entry_point
+    assert [name for name, code in own.items() if not code.invalidates_cache] == []
 
 
 @pytest.mark.parametrize("append_text", ["", "true  # e.g. nvidia-smi or seff: it succeeds and resets $?"])
@@ -199,6 +226,18 @@ def test_generate_rejects_inconsistent_inputs(aiida_profile_clean, adit_code, ma
         AditGenerateWorkChain.get_builder_from_protocol(code, protocol="slow")
     with pytest.raises(ValueError, match="`kind` is 'polymer'"):
         AditGenerateWorkChain.get_builder_from_protocol(code, checkpoint=dit, overrides={"kind": "polymer"})
+    with pytest.raises(ValueError, match=r"codes: unknown step\(s\) \['relax'\]; the steps are \['train_vae'"):
+        AditGenerateWorkChain.get_builder_from_protocol(code, checkpoint=dit, codes={"relax": code})
+
+
+def test_protocols_bound_long_trainings_in_walltime_slices(aiida_profile_clean, adit_code):
+    """moderate and precise resume a training over at most 8 walltime slices of their options' walltime."""
+    code = adit_code("adit.train")
+    for protocol in ("moderate", "precise"):
+        builder = AditGenerateWorkChain.get_builder_from_protocol(code, protocol=protocol)
+        for stage in ("train_vae", "train_dit"):
+            assert builder[stage].max_iterations.value == 8, (protocol, stage)
+            assert builder[stage].train.metadata.options.max_wallclock_seconds >= 43200
 
 
 @pytest.mark.slow

@@ -162,6 +162,25 @@ def test_sample_fewer_than_asked_keeps_what_came_out(parse, dit_checkpoint):
     assert len(results["structures"]) == 4
 
 
+def test_sample_partial_run_without_its_summary_still_has_a_summary(
+    tmp_path, fixture_folder, generate_calc_job_node, parse_folder, dit_checkpoint
+):
+    """A partial run (status 6) whose summary file is missing: `summary` is a required output of the
+    CalcJob and of adit.sample, which keeps such a run, so the parser gives the counts it knows."""
+    folder = tmp_path / "retrieved"
+    shutil.copytree(fixture_folder("sample_molecule", "retrieved"), folder)
+    (folder / "samples.summary.json").unlink()
+    (folder / "_adit_exit_status").write_text("6\n")
+    node = generate_calc_job_node("adit.sample", _sample_inputs(dit_checkpoint, "molecule", 10), folder)
+    results, calcfunction = parse_folder(node, "adit.sample", temporary=fixture_folder("sample_molecule", "temporary"),
+                                         tmp_dir=tmp_path)
+    assert calcfunction.exit_status == 500
+    assert len(results["structures"]) == 4
+    summary = results["summary"].get_dict()
+    assert summary["num_stored"] == 4 and summary["not_stored"] == []
+    assert "missing" in summary["summary_file"]
+
+
 def test_sample_corrupt_checkpoint(parse, dit_checkpoint):
     _, calcfunction = parse("adit.sample", "sample_corrupt_checkpoint", _sample_inputs(dit_checkpoint, "molecule", 4))
     assert calcfunction.exit_status == 310

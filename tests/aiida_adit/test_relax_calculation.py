@@ -109,3 +109,44 @@ def test_parser_exit_codes(adit_code, generate_calc_job_node, parse_folder, tmp_
     )
     _, calc = parse_folder(node, "adit.relax")
     assert calc.exit_status == 420
+
+
+def test_a_failed_relaxation_is_never_a_cache_source(aiida_profile_clean, adit_code):
+    """Two identical real `adit relax` runs whose only crystal has overlapping atoms (status 6, 420): with
+    caching on, the second runs again instead of copying the failure."""
+    from aiida.engine import run_get_node
+    from aiida.manage.caching import enable_caching
+    from aiida.plugins import CalculationFactory
+
+    inputs = {
+        "code": adit_code("adit.relax"),
+        "structures": {"overlap": _structures()["overlap"]},
+        "parameters": orm.Dict({"steps": 5}),
+        "metadata": {"options": OPTIONS},
+    }
+    with enable_caching(identifier="aiida.calculations:adit.relax"):
+        _, first = run_get_node(CalculationFactory("adit.relax"), **inputs)
+        _, second = run_get_node(CalculationFactory("adit.relax"), **inputs)
+    assert first.exit_status == second.exit_status == 420, first.exit_message
+    assert "overlapping atoms" in first.exit_message
+    assert not first.base.caching.is_valid_cache
+    assert not second.base.caching.is_created_from_cache
+
+
+def test_parser_a_frame_without_its_energy_is_unreadable(adit_code, generate_calc_job_node, parse_folder, tmp_path):
+    import shutil
+
+    from ase.io import read, write
+
+    for name in ("relax.json", "adit.out", "adit.err"):
+        shutil.copy(FOLDER / name, tmp_path / name)
+    frames = read(FOLDER / "relaxed.extxyz", index=":")
+    del frames[1].info["total_energy"]
+    write(tmp_path / "relaxed.extxyz", frames, format="extxyz")
+    (tmp_path / "_adit_exit_status").write_text("0\n")
+    node = generate_calc_job_node("adit.relax", {"code": adit_code("adit.relax"), "structures": _structures()},
+                                  folder=tmp_path)
+    results, calc = parse_folder(node, "adit.relax")
+    assert calc.exit_status == 301
+    assert "relaxed.extxyz" in calc.exit_message and "total_energy" in calc.exit_message
+    assert frames[1].info["relaxed_from"] in calc.exit_message
