@@ -1,7 +1,10 @@
 """A picture of generated structures: one panel per crystal or molecule, on a grid.
 
 Each panel draws the atoms (jmol colours, radii scaled from the covalent radii) in a fixed
-projection with ``ase.visualize.plot.plot_atoms``, the unit cell for crystals, and a title:
+projection: crystals with ``ase.visualize.plot.plot_atoms`` and their unit cell; molecules with
+their bonds (pairs closer than 1.2 times the sum of covalent radii) and, in the panel's corner,
+a 2D depiction by RDKit of the bonds OpenBabel perceives (the graph the evaluator's ADiT route
+reads; heavy atoms only). Each panel has a title:
 the reduced formula, for crystals the spglib space group at the evaluator's tolerance
 (:data:`adit_torch.conditions.SYMPREC`), and, when an evaluation report of ``adit evaluate --json``
 is given, whether the structure is valid. What it shows is what the model wrote: nothing is
@@ -66,9 +69,72 @@ def _symbol_counts(system: AtomicSystem) -> tuple[list[str], list[int]]:
     return unique, [symbols.count(s) for s in unique]
 
 
+#: Two atoms are drawn bonded when closer than this factor times the sum of their covalent radii.
+BOND_FACTOR = 1.2
+
+
+def molecule_bonds(system: AtomicSystem) -> list[tuple[int, int]]:
+    """Index pairs ``(i, j)``, ``i < j``, of atoms closer than :data:`BOND_FACTOR` times the sum of their
+    covalent radii (the drawn bonds of a 3D panel; not the evaluator's bond perception)."""
+    import numpy as np
+    from ase.data import covalent_radii
+
+    radii = covalent_radii[system.numbers]
+    distance = np.linalg.norm(system.positions[:, None] - system.positions[None], axis=-1)
+    close = distance < BOND_FACTOR * (radii[:, None] + radii[None])
+    return [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(close, k=1)), strict=True)]
+
+
+def depiction_2d(system: AtomicSystem, size: int = 220):
+    """An RDKit 2D depiction ``(size, size, channels)`` array of a molecule's OpenBabel bond graph (heavy atoms,
+    bond orders as perceived; not sanitised, so invalid molecules are drawn too), or None when no graph can be
+    made."""
+    import numpy as np
+    from rdkit import Chem
+    from rdkit.Chem import Draw, rdDepictor
+
+    from adit_torch.evaluate.molecules import _quiet, pdb_block
+
+    _quiet()
+    try:
+        mol = Chem.MolFromPDBBlock(pdb_block(system), sanitize=False, removeHs=False)
+        if mol is None:
+            return None
+        mol.UpdatePropertyCache(strict=False)
+        mol = Chem.RemoveHs(mol, sanitize=False)
+        rdDepictor.Compute2DCoords(mol)
+        return np.asarray(Draw.MolToImage(mol, size=(size, size)))
+    except Exception:  # noqa: BLE001 - OpenBabel and RDKit fail in many ways on broken geometries
+        return None
+
+
+def _draw_molecule(ax, system: AtomicSystem, rotation: str) -> None:
+    """Atoms as discs and bonds as lines, back to front, in the projection ``rotation`` (ASE's string)."""
+    from ase.data import covalent_radii
+    from ase.data.colors import jmol_colors
+    from ase.utils import rotate
+    from matplotlib.patches import Circle
+
+    xyz = (system.positions - system.positions.mean(0)) @ rotate(rotation)
+    radii = 0.35 * covalent_radii[system.numbers] + 0.1  # ball and stick: smaller than the crystals' spheres
+    items = [(float(xyz[i, 2]), "atom", i) for i in range(len(xyz))]
+    items += [(float(xyz[[i, j], 2].mean()) - 1e-3, "bond", (i, j)) for i, j in molecule_bonds(system)]
+    for order, (_, what, index) in enumerate(sorted(items, key=lambda item: item[0])):
+        if what == "bond":
+            i, j = index
+            ax.plot(xyz[[i, j], 0], xyz[[i, j], 1], color="0.35", lw=2.0, zorder=order, solid_capstyle="round")
+        else:
+            ax.add_patch(Circle(xyz[index, :2], radii[index], facecolor=jmol_colors[system.numbers[index]],
+                                edgecolor="black", lw=0.6, zorder=order))
+    pad = float(radii.max()) + 0.3
+    ax.set_xlim(xyz[:, 0].min() - pad, xyz[:, 0].max() + pad)
+    ax.set_ylim(xyz[:, 1].min() - pad, xyz[:, 1].max() + pad)
+    ax.set_aspect("equal")
+
+
 def render_gallery(systems: Sequence[AtomicSystem], out: str | Path, valid: Sequence[bool] | None = None,
                    columns: int = 4, rotation: str = "15x,-25y,0z", title: str | None = None,
-                   panel_inches: float = 2.6, dpi: int = 110) -> Path:
+                   panel_inches: float = 2.6, dpi: int = 110, depict_2d: bool = True) -> Path:
     """Draw ``systems`` on a grid and write the figure to ``out`` (png, svg or pdf) atomically.
 
     Args:
@@ -82,6 +148,7 @@ def render_gallery(systems: Sequence[AtomicSystem], out: str | Path, valid: Sequ
         title: optional figure title.
         panel_inches: width and height of one panel (inches).
         dpi: resolution of a png.
+        depict_2d: add the RDKit 2D depiction (:func:`depiction_2d`) to each molecule's panel.
 
     Returns:
         the path written.
@@ -114,9 +181,22 @@ def render_gallery(systems: Sequence[AtomicSystem], out: str | Path, valid: Sequ
         if not isinstance(system, AtomicSystem):  # an entry `adit evaluate` could not read (Unreadable)
             ax.set_title(f"unreadable: {getattr(system, 'reason', system)}"[:48], fontsize=7)
             continue
-        atoms = system.to_ase()
-        radii = [0.5 * covalent_radii[int(z)] + 0.15 for z in atoms.numbers]
-        plot_atoms(atoms, ax, radii=radii, rotation=rotation, show_unit_cell=2 if system.is_periodic else 0)
+        if system.is_periodic:
+            atoms = system.to_ase()
+            radii = [0.5 * covalent_radii[int(z)] + 0.15 for z in atoms.numbers]
+            plot_atoms(atoms, ax, radii=radii, rotation=rotation, show_unit_cell=2)
+        else:  # 3D ball and stick on the left, the 2D depiction on the right
+            view = ax.inset_axes((0.0, 0.0, 0.62, 1.0)) if depict_2d else ax
+            _draw_molecule(view, system, rotation)
+            view.set_axis_off()
+            if depict_2d:
+                flat = ax.inset_axes((0.6, 0.15, 0.4, 0.7))
+                flat.set_axis_off()
+                image = depiction_2d(system)
+                if image is not None:
+                    flat.imshow(image)
+                else:
+                    flat.text(0.5, 0.5, "no bond graph", ha="center", va="center", fontsize=6)
         ax.set_axis_off()
         ax.set_title(panel_title(system, None if valid is None else bool(valid[i])), fontsize=8)
     if title:

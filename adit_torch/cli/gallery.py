@@ -13,7 +13,8 @@ def register(subparsers) -> None:
     """Add ``gallery`` to the ``adit`` parser."""
     p = subparsers.add_parser(
         "gallery", help="draw generated structures on a grid (png, svg or pdf)",
-        description="One panel per structure: atoms in jmol colours, the cell of crystals, and a title with "
+        description="One panel per structure: atoms in jmol colours, the cell of crystals, the bonds of molecules "
+                    "and an RDKit 2D depiction of their OpenBabel bond graph, and a title with "
                     "the reduced formula, the space group of crystals (spglib, symprec 0.1 Å) and, with "
                     "--evaluation, whether it is valid. Structures are drawn as written: nothing is relaxed.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -26,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--valid-only", action="store_true", help="draw only structures the report calls valid")
     p.add_argument("--rotation", default="15x,-25y,0z", help="projection, as ASE rotation angles in degrees")
     p.add_argument("--title", default=None, help="figure title")
+    p.add_argument("--no-2d", dest="depict_2d", action="store_false",
+                   help="molecules without the RDKit 2D depiction in the panel's corner")
     p.set_defaults(handler=run_gallery)
 
 
@@ -45,6 +48,6 @@ def run_gallery(args) -> int:
     if not chosen:
         raise ConfigError(f"{args.evaluation}: no structure of {args.file} is valid; nothing to draw")
     out = render_gallery([systems[i] for i in chosen], args.out, None if valid is None else [valid[i] for i in chosen],
-                         columns=args.columns, rotation=args.rotation, title=args.title)
+                         columns=args.columns, rotation=args.rotation, title=args.title, depict_2d=args.depict_2d)
     print(f"wrote {out} ({len(chosen)} structures)")
     return 0

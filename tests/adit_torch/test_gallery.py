@@ -62,3 +62,23 @@ def test_bad_requests_are_clear_errors_and_write_nothing(tmp_path, capsys):
     assert main(["gallery", source, "--evaluation", str(wrong), "--out", str(tmp_path / "g.png")]) == 2
     assert "the report scores 1 structures" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_molecule_panels_have_bonds_and_a_2d_depiction():
+    from ase.build import molecule
+
+    from adit_torch.gallery import depiction_2d, molecule_bonds
+
+    # ethanol: 8 bonds (C-C, C-O, O-H and five C-H); its depiction is an RGB(A) image with ink on it
+    ethanol = molecule("CH3CH2OH")
+    system = AtomicSystem(numbers=ethanol.numbers, positions=ethanol.positions)
+    bonds = molecule_bonds(system)
+    assert len(bonds) == 8 and all(i < j for i, j in bonds)
+    image = depiction_2d(system)
+    assert image is not None and image.shape[:2] == (220, 220)
+    assert (image[..., :3] < 128).any() and (image[..., :3] > 200).any()  # lines on a white background
+    # atoms stacked on each other: OpenBabel still gives a graph, or the panel says there is none
+    broken = AtomicSystem(numbers=np.array([6, 6, 8]), positions=np.zeros((3, 3)) + [[0, 0, 0], [0, 0, 0.01],
+                                                                                     [0, 0, 0.02]])
+    result = depiction_2d(broken)
+    assert result is None or result.shape[:2] == (220, 220)
