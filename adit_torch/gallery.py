@@ -2,7 +2,7 @@
 
 Each panel draws the atoms (jmol colours, radii scaled from the covalent radii) in a fixed
 projection: crystals with ``ase.visualize.plot.plot_atoms`` and their unit cell; molecules with
-their bonds (pairs closer than 1.2 times the sum of covalent radii) and, in the panel's corner,
+their bonds (pairs closer than 1.2 times the sum of covalent radii) and, beside them,
 a 2D depiction by RDKit of the bonds OpenBabel perceives (the graph the evaluator's ADiT route
 reads; heavy atoms only). Each panel has a title:
 the reduced formula, for crystals the spglib space group at the evaluator's tolerance

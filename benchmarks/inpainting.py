@@ -6,7 +6,9 @@ Fragments come from real held-out structures:
   the model adds the hydrogens (samples have the molecule's atom count);
 * ``molecule: half``: the first half of a QM9 test molecule's atoms (file order);
 * ``crystal: half the sites``: the first half of the sites of an MP-20 test crystal (Niggli
-  cell, types and fractional coordinates); the model generates the other sites and the lattice.
+  cell, types and fractional coordinates); the model generates the other sites and the lattice;
+* ``crystal: half the sites and the lattice``: the same fragments with ``keep_lattice`` (the
+  completions are decoded into the original lattice).
 
 Each fragment is completed ``--per-fragment`` times (Heun, ``--steps`` steps, guidance 2), with
 1, 2 and 3 rounds (``inpaint_rounds``: from the second round the kept atoms' latents are encoded
@@ -19,9 +21,10 @@ crystals: structural, compositional and both). The same atom counts sampled with
 give the unconditional baseline, and encoding then decoding the whole original structure (the
 VAE's reconstruction) gives the floor of the RMSD. CPU seconds are the process's, per setting.
 
-Writes ``benchmarks/results/inpainting_<model>.json``. Usage::
+Writes ``benchmarks/results/inpainting_<model>.json``; with ``--tasks``, only those tasks are run and
+replaced in an existing file. Usage::
 
-    python benchmarks/inpainting.py [--model adit-xs-joint] [--fragments 40] [--per-fragment 4]
+    python benchmarks/inpainting.py [--model adit-xs-joint] [--fragments 40] [--per-fragment 4] [--tasks ...]
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from adit_torch.sample import sample_systems
 from adit_torch.system import AtomicSystem
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The tasks: name -> (kind, keep the lattice).
+TASKS = {"molecule: heavy atoms": ("molecule", False), "molecule: half": ("molecule", False),
+         "crystal: half the sites": ("crystal", False), "crystal: half the sites and the lattice": ("crystal", True)}
 MACHINE = "2-core CPU, 24 GiB, no GPU"
 
 
@@ -88,7 +94,7 @@ def reconstruction_rmsd(vae, originals: list[AtomicSystem]) -> float:
 def run_task(task: str, pairs, models, args) -> dict:
     """Complete every fragment of a task at each number of rounds; baseline and reconstruction floor."""
     dit, vae, flow_cfg, meta = models
-    kind = "crystal" if task.startswith("crystal") else "molecule"
+    kind, keep_lattice = TASKS[task]
     per_rounds = {}
     for rounds in args.rounds:
         samples, kept, rmsds = [], [], []
@@ -96,7 +102,7 @@ def run_task(task: str, pairs, models, args) -> dict:
         for original, frag in pairs:
             out = sample_systems(dit, vae, flow_cfg, meta["data"], kind, args.per_fragment, steps=args.steps,
                                  solver="heun", seed=args.seed, num_atoms=original.num_atoms, progress=False,
-                                 fragment=frag, inpaint_rounds=rounds)
+                                 fragment=frag, inpaint_rounds=rounds, keep_lattice=keep_lattice)
             samples += out
             kept += [bool(s.info["kept_types"]) for s in out]
             rmsds += [s.info["kept_rmsd"] for s in out if "kept_rmsd" in s.info]
@@ -130,6 +136,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3], help="inpainting rounds to compare")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS),
+                        help="tasks to run (default: all); others already in --out are kept")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     models = load_pretrained(args.model)
@@ -140,11 +148,18 @@ def main() -> None:
               "seed": args.seed, "per_fragment": args.per_fragment, "threads": args.threads,
               "data": "QM9 test split; MP-20 test split of the workplace's partial MP-20 (about 38% of MP-20)",
               "tasks": {}}
-    for task, pool in (("molecule: heavy atoms", molecules), ("molecule: half", molecules),
-                       ("crystal: half the sites", crystals)):
-        result["tasks"][task] = run_task(task, fragments(task, pool), models, args)
+    for task in args.tasks:
+        pool = crystals if TASKS[task][0] == "crystal" else molecules
+        result["tasks"][task] = {**run_task(task, fragments(task, pool), models, args), "date": result["date"],
+                                 "rounds": args.rounds}
     result["load_average_end"] = os.getloadavg()
     out = args.out or RESULTS / f"inpainting_{args.model}.json"
+    if set(args.tasks) != set(TASKS) and out.is_file():  # replace these tasks, keep the others' results
+        earlier = json.loads(out.read_text())
+        earlier["tasks"].update(result["tasks"])
+        earlier.setdefault("runs", []).append({k: v for k, v in result.items() if k != "tasks"} |
+                                              {"tasks": args.tasks})
+        result = earlier
     out.write_text(json.dumps(result, indent=1) + "\n")
 
 

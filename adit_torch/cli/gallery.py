@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--rotation", default="15x,-25y,0z", help="projection, as ASE rotation angles in degrees")
     p.add_argument("--title", default=None, help="figure title")
     p.add_argument("--no-2d", dest="depict_2d", action="store_false",
-                   help="molecules without the RDKit 2D depiction in the panel's corner")
+                   help="molecules without the RDKit 2D depiction beside the 3D view")
     p.set_defaults(handler=run_gallery)
 
 

@@ -43,8 +43,8 @@ def register(subparsers) -> None:
                    help="inpainting: a structure file (extxyz, CIF, SDF; its first structure) whose atoms every "
                         "sample keeps as its first atoms; the rest is generated (samples need more atoms than it)")
     p.add_argument("--keep-lattice", action="store_true",
-                   help="with --keep and a crystal: decode every sample into the kept structure's lattice "
-                        "(choose --num-atoms to suit its volume)")
+                   help="with --keep and a crystal: decode the samples (last round) into the kept structure's "
+                        "lattice, their fractional coordinates kept (choose --num-atoms to suit its volume)")
     p.add_argument("--inpaint-rounds", type=int, default=2,
                    help="with --keep: sampling rounds; from the second on the kept atoms are encoded inside the "
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")

@@ -134,7 +134,8 @@ def condition_flags(conditions: dict) -> tuple[list[str], list[str]]:
 
 
 def validate_fragment_inputs(inputs, _) -> str | None:
-    """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given."""
+    """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given; ``keep_lattice``
+    needs a periodic fragment."""
     fragment = inputs.get("fragment")
     if inputs.get("keep_lattice") is not None and inputs["keep_lattice"].value and (
             fragment is None or not any(fragment.pbc)):
@@ -230,8 +231,8 @@ class AditSampleCalculation(AditCalculation):
             "keep_lattice",
             valid_type=orm.Bool,
             required=False,
-            help="With a periodic `fragment`: decode every sample into the fragment's lattice (`adit sample "
-            "--keep-lattice`); set `num_atoms` to suit the cell's volume.",
+            help="With a periodic `fragment`: decode the samples of the last inpainting round into the fragment's "
+            "lattice (`adit sample --keep-lattice`); set `num_atoms` to suit the cell's volume.",
         )
         spec.input(
             "conditions",
