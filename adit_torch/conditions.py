@@ -8,11 +8,16 @@ Supported now (crystals and molecules alike; a model supports what it was traine
   evaluation also uses (:func:`adit_torch.evaluate.crystals.spacegroup_number`). Molecules carry the null label.
 - ``chemical_system``: the set of elements, as a multi-hot vector over atomic numbers
   1..:data:`NUM_ELEMENT_TYPES`; ``Li-Fe-O`` asks for samples whose elements lie inside {Li, Fe, O}.
-- scalar properties of crystals (:data:`PROPERTIES`, MP-20's columns, Materials Project's DFT
-  values): ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV) and ``e_above_hull``
-  (eV/atom). A model trained on them (``dit.num_properties`` 3) stores each one's training mean
-  and standard deviation (``property_mean``, ``property_std`` in its header); the target is
-  normalised with them, and each property can be given alone or with the others.
+- scalar properties (:data:`PROPERTIES`, in the model's order). Of crystals
+  (:data:`CRYSTAL_PROPERTIES`, MP-20's columns, Materials Project's DFT values):
+  ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV) and ``e_above_hull`` (eV/atom). Of
+  molecules (:data:`MOLECULE_PROPERTIES`, QM9's DFT values, the six of EDM's conditional
+  benchmark in its units): ``alpha`` (Bohr^3), ``gap``, ``homo``, ``lumo`` (meV), ``mu`` (D) and
+  ``Cv`` (cal/(mol K)). A model has the first ``dit.num_properties`` of them as slots (3: the
+  crystals', 9: all) and is trained on those its data has values for (``property_trained`` in its
+  header, with each slot's training mean and standard deviation, ``property_mean``,
+  ``property_std``). The target is normalised with them; each property can be given alone or with
+  the others, and only for its own kind.
 
 Constraints the sampler applies without a trained condition (every model takes them):
 
@@ -50,8 +55,17 @@ from adit_torch.errors import CheckpointError, ConfigError
 SYMPREC = 0.1
 #: Length of the chemical-system vector: atomic numbers 1..100.
 NUM_ELEMENT_TYPES = 100
-#: Scalar properties of crystals a model can be trained on (MP-20's columns), in the model's order, with units.
-PROPERTIES = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "e_above_hull": "eV/atom"}
+#: Scalar properties of crystals (MP-20's columns) with their units.
+CRYSTAL_PROPERTIES = {"formation_energy_per_atom": "eV/atom", "band_gap": "eV", "e_above_hull": "eV/atom"}
+#: Scalar properties of molecules (QM9, EDM's six, in EDM's units; :mod:`adit_torch.datasets.qm9`).
+MOLECULE_PROPERTIES = {"alpha": "Bohr^3", "gap": "meV", "homo": "meV", "lumo": "meV", "mu": "D",
+                       "Cv": "cal/(mol K)"}
+#: Every property slot in the model's order, with units: a model with ``num_properties`` P has the first P.
+PROPERTIES = {**CRYSTAL_PROPERTIES, **MOLECULE_PROPERTIES}
+#: The kind of system each property belongs to.
+PROPERTY_KIND = {**{k: "crystal" for k in CRYSTAL_PROPERTIES}, **{k: "molecule" for k in MOLECULE_PROPERTIES}}
+#: The ``dit.num_properties`` a model may have: none, the crystals' slots, or all.
+PROPERTY_SLOTS = (0, len(CRYSTAL_PROPERTIES), len(PROPERTIES))
 #: Condition keys of ``adit sample --condition`` -> the DiT config field that switches them on.
 CONDITION_FIELDS = {"space_group": "num_space_groups", "chemical_system": "num_element_types",
                     **{name: "num_properties" for name in PROPERTIES}}
@@ -68,8 +82,9 @@ def condition_labels(data) -> dict[str, np.ndarray]:
 
     Returns ``space_group (M,) int64`` (0 = none: molecules, or spglib found none),
     ``elements (M, NUM_ELEMENT_TYPES) float32`` multi-hot, and the raw :data:`PROPERTIES`
-    ``properties (M, 3) float32`` (units of :data:`PROPERTIES`) with ``properties_mask (M, 3) bool``
-    (False where a system has no finite value: molecules, or a missing column), in the order of ``data``.
+    ``properties (M, P) float32`` (units of :data:`PROPERTIES`, P = ``len(PROPERTIES)``) with
+    ``properties_mask (M, P) bool`` (False where a system has no finite value: a property of the
+    other kind, or a missing column), in the order of ``data``.
     """
     parts = getattr(data, "parts", [data])
     groups, elements, values, masks = [], [], [], []
@@ -98,29 +113,52 @@ def condition_labels(data) -> dict[str, np.ndarray]:
             column = part.props.get(name) if hasattr(part, "props") else None
             if column is not None and np.issubdtype(np.asarray(column).dtype, np.number):
                 props[:, j] = np.asarray(column, dtype=np.float64)
-        props[~periodic] = np.nan
+        crystal_cols = np.array([PROPERTY_KIND[name] == "crystal" for name in PROPERTIES])
+        props[np.ix_(~periodic, crystal_cols)] = np.nan
+        props[np.ix_(periodic, ~crystal_cols)] = np.nan
         masks.append(np.isfinite(props))
         values.append(np.nan_to_num(props, nan=0.0).astype(np.float32))
     return {"space_group": np.concatenate(groups), "elements": np.concatenate(elements),
             "properties": np.concatenate(values), "properties_mask": np.concatenate(masks)}
 
 
-def property_normalisation(labels: dict[str, np.ndarray]) -> tuple[list[float], list[float]]:
-    """Mean and standard deviation of each of :data:`PROPERTIES` over the systems that have it."""
-    means, stds = [], []
-    for j, name in enumerate(PROPERTIES):
+def property_normalisation(labels: dict[str, np.ndarray],
+                           num_slots: int | None = None) -> tuple[list[float], list[float], list[str]]:
+    """Mean and standard deviation of each of the first ``num_slots`` :data:`PROPERTIES` (default all).
+
+    Returns ``(means, stds, trained)``: over the systems that have each property; a slot with fewer
+    than 2 distinct training values is not trained (mean 0, std 1, left out of ``trained``).
+    :class:`ConfigError` when no slot can be trained.
+    """
+    names = list(PROPERTIES)[:len(PROPERTIES) if num_slots is None else num_slots]
+    means, stds, trained = [], [], []
+    for j, name in enumerate(names):
         have = labels["properties"][labels["properties_mask"][:, j], j].astype(np.float64)
-        if len(have) < 2 or not np.std(have) > 0:
-            raise ConfigError(f"property {name}: fewer than 2 distinct training values; the data cannot "
-                              "train this condition")
-        means.append(float(np.mean(have)))
-        stds.append(float(np.std(have)))
-    return means, stds
+        if len(have) >= 2 and np.std(have) > 0:
+            means.append(float(np.mean(have)))
+            stds.append(float(np.std(have)))
+            trained.append(name)
+        else:
+            means.append(0.0)
+            stds.append(1.0)
+    if not trained:
+        raise ConfigError(f"no property of {', '.join(names)} has 2 distinct values in the training data; "
+                          "it cannot train property conditions (set dit.num_properties 0)")
+    return means, stds, trained
 
 
-def model_conditions(dit_cfg) -> list[str]:
-    """The ``--condition`` keys a DiT config supports (besides the number of atoms, which every model takes)."""
-    return [key for key, name in CONDITION_FIELDS.items() if getattr(dit_cfg, name, 0)]
+def model_conditions(dit_cfg, stats: dict | None = None) -> list[str]:
+    """The ``--condition`` keys a DiT supports (besides the number of atoms, which every model takes).
+
+    ``dit_cfg`` gives the trained fields and the property slots (the first ``num_properties`` of
+    :data:`PROPERTIES`); ``stats`` (the checkpoint's data header), where it lists ``property_trained``,
+    narrows the slots to the properties its training data had.
+    """
+    slots = list(PROPERTIES)[:getattr(dit_cfg, "num_properties", 0)]
+    if stats and "property_trained" in stats:
+        slots = [k for k in slots if k in stats["property_trained"]]
+    return [key for key, name in CONDITION_FIELDS.items()
+            if (key in slots if key in PROPERTIES else getattr(dit_cfg, name, 0))]
 
 
 @dataclass
@@ -194,9 +232,12 @@ class SampleConditions:
             raise ConfigError(f"--condition formula={formula_string(self.formula)}: a sample has a multiple of "
                               f"its {size} atoms; {sorted(set(counts[counts % size != 0].tolist()))} is not one")
 
-    def check(self, dit_cfg, kind: str, where: str = "--condition") -> None:
-        """:class:`ConfigError` for a condition the model was not trained on, or that does not fit ``kind``."""
-        supported = model_conditions(dit_cfg)
+    def check(self, dit_cfg, kind: str, where: str = "--condition", stats: dict | None = None) -> None:
+        """:class:`ConfigError` for a condition the model was not trained on, or that does not fit ``kind``.
+
+        ``stats``: the checkpoint's data header (its ``property_trained``, see :func:`model_conditions`).
+        """
+        supported = model_conditions(dit_cfg, stats)
         if self.formula is not None and "chemical_system" not in supported:
             raise ConfigError(f"{where} formula: needs a model trained with chemical_system; this one supports "
                               f"{', '.join(supported) if supported else 'no condition'} (and num_atoms)")
@@ -207,8 +248,9 @@ class SampleConditions:
         if self.space_group is not None and kind != "crystal":
             raise ConfigError(f"{where} space_group: only crystals have a space group, not a {kind}")
         for key in self.properties:
-            if kind != "crystal":
-                raise ConfigError(f"{where} {key}: the property conditions are crystals' (MP-20), not a {kind}'s")
+            if PROPERTY_KIND[key] != kind:
+                source = "crystals' (MP-20)" if PROPERTY_KIND[key] == "crystal" else "molecules' (QM9)"
+                raise ConfigError(f"{where} {key}: this property condition is {source}, not a {kind}'s")
         for key in self.guidance:
             if key == "num_atoms":
                 raise ConfigError("--guidance num_atoms: the number of atoms is exact, it has no guidance scale")
@@ -374,7 +416,7 @@ def warn_out_of_range(conditions: SampleConditions, stats: dict | None) -> list[
     out = []
     if not stats or "property_mean" not in stats:
         return out
-    for j, name in enumerate(PROPERTIES):
+    for j, name in enumerate(list(PROPERTIES)[:len(stats["property_mean"])]):
         if name in conditions.properties:
             mean, std = stats["property_mean"][j], stats["property_std"][j]
             lo, hi = mean - 3 * std, mean + 3 * std

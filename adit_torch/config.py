@@ -111,6 +111,9 @@ class TrainConfig:
     """Optimisation and bookkeeping of one training run."""
 
     dataset: str = "joint"  # mp20 | qm9 | joint | path of a user's structures (adit_torch.datasets.user)
+    # the training split: "train", or one half of QM9's ("train_a" / "train_b", EDM's property
+    # benchmark; a joint run's MP-20 part keeps its whole training split)
+    train_split: str = "train"
     batch_size: int = 256
     max_atoms_per_batch: int = 0  # >0: batches hold at most this many atoms (overrides batch_size)
     lr: float = 1e-4

@@ -68,8 +68,10 @@ def load_training_data(dataset: str, split: str = "train", max_systems: int = 0,
 
     ``max_systems > 0`` keeps the first ones of each dataset; ``crystal_repeat > 1`` lists the
     MP-20 part (a user dataset's crystals) that many times (a joint run's crystal share, see
-    ``TrainConfig.crystal_repeat``). A user dataset (:func:`adit_torch.datasets.user.load_user_dataset`)
-    has ``train`` and ``val`` splits; its invalid structures are an error, not skipped.
+    ``TrainConfig.crystal_repeat``). ``split`` may be a half of QM9's training split (``train_a``,
+    ``train_b``); the MP-20 part of a joint run then takes its whole ``train`` split. A user dataset
+    (:func:`adit_torch.datasets.user.load_user_dataset`) has ``train`` and ``val`` splits; its invalid
+    structures are an error, not skipped.
     """
     from adit_torch.datasets import load_dataset
     from adit_torch.datasets.user import is_user_dataset, load_user_dataset
@@ -80,10 +82,13 @@ def load_training_data(dataset: str, split: str = "train", max_systems: int = 0,
             ds = ds[:max_systems] if max_systems > 0 else ds
             parts += [ds] * (crystal_repeat if ds.dataset_id == 0 else 1)
         return JointSystems(parts)
+    from adit_torch.datasets import QM9_HALVES
+
     names = ("mp20", "qm9") if dataset == "joint" else (dataset,)
     parts = []
     for name in names:
-        ds = load_dataset(name, split, skip_invalid=True)
+        ds = load_dataset(name, "train" if name == "mp20" and dataset == "joint" and split in QM9_HALVES else split,
+                          skip_invalid=True)
         ds = ds[:max_systems] if max_systems > 0 else ds
         parts += [ds] * (crystal_repeat if name == "mp20" else 1)
     return JointSystems(parts)
@@ -118,11 +123,37 @@ def _require_same_architecture(stored, requested, init, new_conditions: bool = F
     diff = architecture_differences(stored, requested)
     if new_conditions:
         added = {f"{n}: 0 vs {getattr(requested, n)}" for n in CONDITION_FIELDS if getattr(stored, n, 0) == 0}
+        old, new = getattr(stored, "num_properties", 0), getattr(requested, "num_properties", 0)
+        if 0 < old < new:  # more property slots: the stored ones keep their weights (grow_property_embedder)
+            added.add(f"num_properties: {old} vs {new}")
         diff = [d for d in diff if d not in added]
     if diff:
         what = "VAE" if isinstance(stored, VAEConfig) else "DiT"
         raise CheckpointError(f"--init {init}: its {what} architecture differs from the requested one "
                               f"({'; '.join(diff)})")
+
+
+def grow_property_embedder(state: dict[str, torch.Tensor], dit_cfg) -> dict[str, torch.Tensor]:
+    """``state`` (a DiT's weights) with its property embedder widened to ``dit_cfg.num_properties`` slots.
+
+    The embedder's first layer reads ``[values (P), mask (P)]``: ``(d, 2P)`` weights. The stored
+    ``P_old`` slots keep their columns; the new slots' value and mask columns are zero, so the
+    model's predictions are unchanged at step 0 whatever the new properties say (the adapter rule
+    of fine-tuning with new conditions). A state with as many slots (or none) is returned as is.
+    """
+    key = "c_embed.properties.0.weight"
+    if key not in state or not dit_cfg.num_properties:
+        return state
+    weight = state[key]
+    old, new = weight.shape[1] // 2, dit_cfg.num_properties
+    if old == new:
+        return state
+    if old > new:
+        raise CheckpointError(f"the stored model has {old} property slots, more than the {new} asked for")
+    grown = weight.new_zeros(weight.shape[0], 2 * new)
+    grown[:, :old] = weight[:, :old]
+    grown[:, new:new + old] = weight[:, old:]
+    return {**state, key: grown}
 
 
 def write_run_config(out_dir: Path, payload: dict[str, Any], resume_changes: dict | None = None) -> None:
@@ -209,8 +240,8 @@ def train_vae(train_cfg: TrainConfig, vae_cfg: VAEConfig, size: str, out_dir, re
     are the settings a ``resume`` changed; they are recorded in ``run_config.json`` (``resumes``).
     """
     out_dir = Path(out_dir)
-    data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
-            if data is None else data)
+    data = (load_training_data(train_cfg.dataset, train_cfg.train_split, train_cfg.max_train_systems,
+                               train_cfg.crystal_repeat) if data is None else data)
     torch.manual_seed(train_cfg.seed)  # the initial weights: the same seed gives the same model in any process
     vae = VAE(vae_cfg)
     if init:
@@ -300,8 +331,8 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     if dit_cfg.latent_dim != vae.cfg.latent_dim:
         raise CheckpointError(f"--vae {vae_path}: latent size {vae.cfg.latent_dim} differs from the DiT's "
                               f"{dit_cfg.latent_dim}")
-    data = (load_training_data(train_cfg.dataset, "train", train_cfg.max_train_systems, train_cfg.crystal_repeat)
-            if data is None else data)
+    data = (load_training_data(train_cfg.dataset, train_cfg.train_split, train_cfg.max_train_systems,
+                               train_cfg.crystal_repeat) if data is None else data)
     vae.to(train_cfg.device)
     latents = cached_latents(vae, data, out_dir, vae_path, train_cfg.device, progress)
     mean, std = latents.stats()
@@ -309,22 +340,31 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     conditioned = bool(dit_cfg.num_space_groups or dit_cfg.num_element_types or dit_cfg.num_properties)
     property_stats = {}
     if conditioned:
-        from adit_torch.conditions import NUM_ELEMENT_TYPES, PROPERTIES, condition_labels, property_normalisation
+        from adit_torch.conditions import (
+            NUM_ELEMENT_TYPES,
+            PROPERTIES,
+            PROPERTY_SLOTS,
+            condition_labels,
+            property_normalisation,
+        )
         from adit_torch.latents import ConditionedLatents
 
         if (dit_cfg.num_space_groups not in (0, 230) or dit_cfg.num_element_types not in (0, NUM_ELEMENT_TYPES)
-                or dit_cfg.num_properties not in (0, len(PROPERTIES))):
+                or dit_cfg.num_properties not in PROPERTY_SLOTS):
             raise ConfigError(f"dit.num_space_groups must be 0 or 230, dit.num_element_types 0 or "
-                              f"{NUM_ELEMENT_TYPES} and dit.num_properties 0 or {len(PROPERTIES)} "
-                              f"({', '.join(PROPERTIES)}), got {dit_cfg.num_space_groups}, "
+                              f"{NUM_ELEMENT_TYPES} and dit.num_properties one of {PROPERTY_SLOTS} "
+                              f"(the first of {', '.join(PROPERTIES)}), got {dit_cfg.num_space_groups}, "
                               f"{dit_cfg.num_element_types} and {dit_cfg.num_properties}")
         labels = condition_labels(data)
         if dit_cfg.num_properties:
-            means, stds = property_normalisation(labels)
+            slots = dit_cfg.num_properties
+            means, stds, trained = property_normalisation(labels, slots)
+            labels["properties_mask"] = labels["properties_mask"][:, :slots]
             labels["properties"] = np.where(labels["properties_mask"],
-                                            (labels["properties"] - np.float32(means)) / np.float32(stds),
+                                            (labels["properties"][:, :slots] - np.float32(means)) / np.float32(stds),
                                             0.0).astype(np.float32)
-            property_stats = {"property_names": list(PROPERTIES), "property_mean": means, "property_std": stds}
+            property_stats = {"property_names": list(PROPERTIES)[:slots], "property_trained": trained,
+                              "property_mean": means, "property_std": stds}
         else:
             labels.pop("properties"), labels.pop("properties_mask")
         train_set = ConditionedLatents(train_set, labels)
@@ -333,7 +373,7 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
     if init:
         src, _, _, _ = load_dit(init)
         _require_same_architecture(src.cfg, dit_cfg, init, new_conditions=True)
-        missing, unexpected = dit.load_state_dict(src.state_dict(), strict=False)
+        missing, unexpected = dit.load_state_dict(grow_property_embedder(src.state_dict(), dit_cfg), strict=False)
         new = [k for k in missing if not k.startswith(("c_embed.space_group.", "c_embed.elements.",
                                                        "c_embed.composition.", "c_embed.properties."))]
         if new or unexpected:

@@ -206,7 +206,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
     if conditions is not None:
-        conditions.check(dit.cfg, kind)
+        conditions.check(dit.cfg, kind, stats=stats)
     dim = dit.cfg.latent_dim
     if drawn is None:
         drawn = draw_sizes_and_noise(stats, kind, num_samples, dim, seed, num_atoms, device,
@@ -264,7 +264,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
     if chunk <= 0:
         raise ConfigError(f"chunk must be positive, got {chunk}")
     if conditions is not None:
-        conditions.check(dit.cfg, kind)
+        conditions.check(dit.cfg, kind, stats=stats)
         warn_out_of_range(conditions, stats)
         num_atoms = _constrained_sizes(conditions, num_atoms, fragment)
     if keep_lattice and (fragment is None or not fragment.is_periodic):

@@ -51,13 +51,13 @@ def split_rows(name: str, root=None, cache_dir=None, skip_invalid: bool = False)
 
 def format_table(rows: list[dict]) -> str:
     """A plain-text table of :func:`split_rows` output."""
-    head = f"{'dataset':<8} {'split':<6} {'systems':>8} {'atoms':>7} {'mean':>6} {'#el':>4}  elements"
+    head = f"{'dataset':<8} {'split':<7} {'systems':>8} {'atoms':>7} {'mean':>6} {'#el':>4}  elements"
     lines = [head, "-" * len(head)]
     for r in rows:
         elements = r["elements"]
         shown = " ".join(elements) if len(elements) <= 12 else " ".join(elements[:10]) + f" ... {elements[-1]}"
         lines.append(
-            f"{r['dataset']:<8} {r['split']:<6} {r['systems']:>8} {r['atoms_min']:>3}-{r['atoms_max']:<3} "
+            f"{r['dataset']:<8} {r['split']:<7} {r['systems']:>8} {r['atoms_min']:>3}-{r['atoms_max']:<3} "
             f"{r['atoms_mean']:>6.2f} {len(elements):>4}  {shown}"
         )
     return "\n".join(lines)

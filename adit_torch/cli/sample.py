@@ -114,7 +114,7 @@ def _check(args) -> None:
         from adit_torch.config import DiTConfig, from_dict
 
         dit_cfg = from_dict(DiTConfig, meta.get("config", {}).get("dit", {}), where=f"{args.checkpoint} [dit]")
-        args.conditions.check(dit_cfg, args.kind)
+        args.conditions.check(dit_cfg, args.kind, stats=meta.get("data", {}))
     if args.conditions.num_atoms is not None:
         if args.num_atoms is not None and args.num_atoms != args.conditions.num_atoms:
             raise ConfigError(f"--num-atoms {args.num_atoms} and --condition num_atoms={args.conditions.num_atoms} "

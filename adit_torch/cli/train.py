@@ -35,6 +35,7 @@ from adit_torch.errors import CheckpointError, ConfigError
 #: command-line flag -> TrainConfig field
 _FLAGS = {"max_steps": "max_steps", "max_minutes": "max_minutes", "batch_size": "batch_size", "lr": "lr",
           "device": "device", "seed": "seed", "num_workers": "num_workers", "dataset": "dataset",
+          "train_split": "train_split",
           "max_train_systems": "max_train_systems", "val_every": "val_every", "ckpt_every": "ckpt_every",
           "log_every": "log_every", "ema_decay": "ema_decay", "crystal_repeat": "crystal_repeat",
           "lr_schedule": "lr_schedule", "warmup_steps": "warmup_steps"}
@@ -58,6 +59,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="device (default cpu)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes")
+    p.add_argument("--train-split", choices=("train", "train_a", "train_b"),
+                   help="training split (default train); train_a / train_b: the halves of QM9's training "
+                        "split for EDM's property benchmark")
     p.add_argument("--max-train-systems", type=int, help="use only the first N systems of each dataset")
     p.add_argument("--crystal-repeat", type=int,
                    help="list each MP-20 training crystal this many times per epoch (joint runs; default 1)")

@@ -15,7 +15,9 @@ from adit_torch.datasets.qm9 import default_qm9_dir
 from adit_torch.errors import ConfigError, DataFormatError
 
 DATASETS = ("mp20", "qm9")
-SPLITS = ("train", "val", "test", "all")
+SPLITS = ("train", "val", "test", "all", "train_a", "train_b")
+#: Splits only QM9 has: the halves of its training split for EDM's property benchmark.
+QM9_HALVES = ("train_a", "train_b")
 #: Integer label of each dataset (the ``dataset`` field of batches).
 DATASET_IDS = {"mp20": mp20.DATASET_ID, "qm9": qm9.DATASET_ID}
 
@@ -62,7 +64,8 @@ def load_dataset(name: str, split: str = "train", root=None, cache_dir=None, ski
 
     Args:
         name: ``"mp20"`` or ``"qm9"``.
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``; for QM9 also ``"train_a"`` and
+            ``"train_b"``, the two halves of ``train`` (:mod:`adit_torch.datasets.qm9`).
         root: source folder (default :func:`default_mp20_dir` / :func:`default_qm9_dir`).
         cache_dir: cache folder (default :func:`default_cache_dir`).
         skip_invalid: leave out invalid rows (listed in the log) instead of raising.
@@ -71,6 +74,8 @@ def load_dataset(name: str, split: str = "train", root=None, cache_dir=None, ski
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
+    if split in QM9_HALVES and name != "qm9":
+        raise ConfigError(f"split {split!r}: only QM9 has the halves of its training split, not {name!r}")
     dataset, meta = load_full(name, root, cache_dir, skip_invalid, progress)
     if split == "all":
         return dataset
@@ -78,6 +83,6 @@ def load_dataset(name: str, split: str = "train", root=None, cache_dir=None, ski
 
 
 __all__ = [
-    "DATASETS", "DATASET_IDS", "PREPROCESSING_VERSION", "SPLITS", "SystemDataset", "default_cache_dir",
+    "DATASETS", "DATASET_IDS", "PREPROCESSING_VERSION", "QM9_HALVES", "SPLITS", "SystemDataset", "default_cache_dir",
     "default_mp20_dir", "default_qm9_dir", "load_dataset", "load_full", "split_indices",
 ]

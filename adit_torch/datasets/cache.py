@@ -23,7 +23,7 @@ from adit_torch.io import atomic_write
 LOGGER = logging.getLogger(__name__)
 
 #: Bump when preprocessing changes what is stored (invalidates every cache entry).
-PREPROCESSING_VERSION = 1
+PREPROCESSING_VERSION = 2  # 2: QM9 keeps EDM's six properties
 
 
 def default_cache_dir() -> Path:

@@ -5,12 +5,18 @@ The source is the CSV tables shipped inside the installed ``qm9pack`` package
 Elements, XYZ_Ang, ...``). The package itself is never imported (its
 ``__init__`` is broken); its folder is found with ``importlib.util.find_spec``.
 Molecules are centred at their centroid; ``info`` has ``id`` (the QM9 index as
-a string), ``qm9_index`` and ``smiles``.
+a string), ``qm9_index``, ``smiles`` and the six properties of EDM's conditional
+benchmark (:data:`PROPERTY_COLUMNS`, in EDM's units: ``alpha`` Bohr^3, ``gap``,
+``homo`` and ``lumo`` meV (QM9's Hartree times :data:`HARTREE_MEV`), ``mu`` Debye,
+``Cv`` cal/(mol K)).
 
 Split: a permutation of the row positions ``0..n-1`` (file order, i.e. by QM9
 index) drawn with ``numpy.random.default_rng(SPLIT_SEED).permutation(n)``; the
 first 100,000 are ``train``, the next 17,748 ``val``, the last 13,083 ``test``
-(for ``n != 130,831`` the same fractions, rounded).
+(for ``n != 130,831`` the same fractions, rounded). ``train_a`` and ``train_b`` are
+the first and the second half of ``train`` in that permutation's order (50,000 each):
+the halves of EDM's property benchmark (a property predictor is trained on one, the
+conditional generator on the other).
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ SPLIT_SIZES = (100_000, 17_748, 13_083)
 NUM_MOLECULES = sum(SPLIT_SIZES)
 SPLIT_SEED = 42
 DATASET_ID = 1
-PROP_KEYS = ("qm9_index", "smiles", "source_row")
+#: Hartree in meV (CODATA 2018), for QM9's orbital energies.
+HARTREE_MEV = 27211.386245988
+#: EDM's six conditional properties: name -> (CSV column, factor to EDM's unit).
+PROPERTY_COLUMNS = {"alpha": ("Polarizability_bohr3", 1.0), "gap": ("HOMO_LUMO_gap_au", HARTREE_MEV),
+                    "homo": ("HOMO_au", HARTREE_MEV), "lumo": ("LUMO_au", HARTREE_MEV),
+                    "mu": ("Dipole_debye", 1.0), "Cv": ("Heatcapacity_Cv_cal_mol_K", 1.0)}
+PROP_KEYS = ("qm9_index", "smiles", "source_row", *PROPERTY_COLUMNS)
 _COLUMNS = ("Index", "SMILES", "Elements", "XYZ_Ang")
 
 
@@ -68,6 +80,12 @@ def _molecule(row: dict, columns: dict) -> AtomicSystem:
     if pos.size != 3 * len(numbers):
         raise DataFormatError(f"{len(numbers)} elements but {pos.size} coordinates")
     info = {"id": index, "qm9_index": int(index) if index.isdigit() else -1, "smiles": row[columns["SMILES"]]}
+    for name, (column, factor) in PROPERTY_COLUMNS.items():
+        if column in columns:
+            try:
+                info[name] = float(row[columns[column]]) * factor
+            except ValueError:
+                raise DataFormatError(f"{column} is not a number: {row[columns[column]]!r}") from None
     return AtomicSystem(numbers, pos.reshape(-1, 3), None, info)
 
 
@@ -94,6 +112,7 @@ def preprocess_qm9(root, progress: bool | None = None) -> tuple[SystemDataset, d
             if missing:
                 raise DataFormatError(f"{path}: columns {missing} missing (header: {header})")
             columns = {c: header.index(c) for c in _COLUMNS}
+            columns.update({c: header.index(c) for c, _ in PROPERTY_COLUMNS.values() if c in header})
             for number, row in enumerate(reader, start=1):
                 where = f"row {number}"
                 try:
@@ -115,17 +134,20 @@ def preprocess_qm9(root, progress: bool | None = None) -> tuple[SystemDataset, d
 
 
 def qm9_split_positions(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
-    """``{"train", "val", "test"} -> sorted row positions`` for ``n`` source rows (see module doc)."""
+    """``{"train", "val", "test", "train_a", "train_b"} -> sorted row positions`` for ``n`` source rows (module doc)."""
     if n == NUM_MOLECULES:
         n_train, n_val = SPLIT_SIZES[0], SPLIT_SIZES[1]
     else:
         n_train = int(round(n * SPLIT_SIZES[0] / NUM_MOLECULES))
         n_val = int(round(n * SPLIT_SIZES[1] / NUM_MOLECULES))
     perm = np.random.default_rng(seed).permutation(n)
+    half = n_train // 2
     return {
         "train": np.sort(perm[:n_train]),
         "val": np.sort(perm[n_train:n_train + n_val]),
         "test": np.sort(perm[n_train + n_val:]),
+        "train_a": np.sort(perm[:half]),
+        "train_b": np.sort(perm[half:n_train]),
     }
 
 

@@ -12,6 +12,7 @@ from adit_model_data import qm9_systems
 from adit_torch.cli import EXIT_CODES, main
 from adit_torch.conditions import (
     NUM_ELEMENT_TYPES,
+    PROPERTIES,
     SampleConditions,
     condition_labels,
     guidance_terms,
@@ -20,7 +21,7 @@ from adit_torch.conditions import (
 )
 from adit_torch.config import DiTConfig
 from adit_torch.datasets import SystemDataset
-from adit_torch.dit import DiT, GuidedDenoiser
+from adit_torch.dit import Condition, DiT, GuidedDenoiser
 from adit_torch.errors import ConfigError
 from adit_torch.io import read_systems
 from adit_torch.recipes import JointSystems
@@ -181,7 +182,8 @@ def test_property_conditions_parse_and_refuse_bad_values():
     assert c.keys() == ["chemical_system", "band_gap", "e_above_hull"]
     assert c.as_dict() == {"chemical_system": "Li-O", "band_gap": 1.5, "e_above_hull": 0.0,
                            "guidance": {"chemical_system": 1.0, "band_gap": 3.0, "e_above_hull": 1.0}}
-    assert list(PROPERTIES) == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
+    assert list(PROPERTIES) == ["formation_energy_per_atom", "band_gap", "e_above_hull",
+                                "alpha", "gap", "homo", "lumo", "mu", "Cv"]
     with pytest.raises(ConfigError, match=r"band_gap is a number in eV"):
         parse_conditions(["band_gap=wide"])
     with pytest.raises(ConfigError, match=r"--condition band_gap is given twice"):
@@ -190,6 +192,15 @@ def test_property_conditions_parse_and_refuse_bad_values():
         parse_conditions(["band_gap=1"]).check(DiTConfig(num_properties=3), "molecule")
     with pytest.raises(ConfigError, match="was not trained with it"):
         parse_conditions(["band_gap=1"]).check(COND, "crystal")
+    with pytest.raises(ConfigError, match=r"molecules' \(QM9\), not a crystal's"):
+        parse_conditions(["gap=6000"]).check(DiTConfig(num_properties=9), "crystal")
+    with pytest.raises(ConfigError, match="gap: this model was not trained with it"):
+        parse_conditions(["gap=6000"]).check(DiTConfig(num_properties=3), "molecule")
+    # a 9-slot model trained on molecules only supports their six properties, and says so
+    trained_on = {"property_trained": ["alpha", "gap", "homo", "lumo", "mu", "Cv"]}
+    parse_conditions(["gap=6000", "mu=2.5"]).check(DiTConfig(num_properties=9), "molecule", stats=trained_on)
+    with pytest.raises(ConfigError, match=r"band_gap: this model was not trained with it; it supports alpha, gap"):
+        parse_conditions(["band_gap=1"]).check(DiTConfig(num_properties=9), "crystal", stats=trained_on)
 
 
 def test_property_labels_come_from_the_mp20_columns_and_molecules_have_none():
@@ -202,11 +213,12 @@ def test_property_labels_come_from_the_mp20_columns_and_molecules_have_none():
                          SystemDataset.from_systems("qm9", qm9_systems(3), (), 1)])
     labels = condition_labels(data)
     k = len(crystals)
-    assert labels["properties_mask"][:k].all() and not labels["properties_mask"][k:].any()
+    assert labels["properties_mask"][:k, :3].all() and not labels["properties_mask"][:k, 3:].any()
+    assert not labels["properties_mask"][k:].any()  # these molecules come without QM9's property columns
     np.testing.assert_allclose(labels["properties"][:k, 1], [float(s.info["band_gap"]) for s in crystals], rtol=1e-6)
-    means, stds = property_normalisation(labels)
+    means, stds, trained = property_normalisation(labels, 3)
     assert means[0] == pytest.approx(np.mean([float(s.info["formation_energy_per_atom"]) for s in crystals]))
-    assert all(s > 0 for s in stds)
+    assert all(s > 0 for s in stds) and trained == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
 
 
 def test_train_with_properties_then_sample_under_one(env, capsys):
@@ -230,6 +242,71 @@ def test_train_with_properties_then_sample_under_one(env, capsys):
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["conditions"] == {"band_gap": 2.0, "guidance": {"band_gap": 2.0}}
     assert summary["forward_passes_per_sample"] == summary["nfe"] * 3
+
+
+def test_molecule_properties_fine_tune_a_crystal_property_model_on_a_qm9_half(env, capsys):
+    """A 3-slot model grows to the 9 slots (QM9's six added) and trains on QM9's train_b half."""
+    root = env
+    settings = json.loads((root / "prop.json").read_text())
+    settings["dit"]["num_properties"] = 9
+    (root / "prop9.json").write_text(json.dumps(settings))
+    if not (root / "prop" / "dit.safetensors").exists():
+        test_train_with_properties_then_sample_under_one(env, capsys)
+    base = root / "base" / "dit.safetensors"
+    assert main(["train-dit", "--vae", str(base), "--init", str(root / "prop" / "dit.safetensors"), "--dataset",
+                 "joint", "--train-split", "train_b", "--out-dir", str(root / "prop9"), "--settings",
+                 str(root / "prop9.json"), "--max-steps", "2", "--quiet"]) == 0
+    from adit_torch.checkpoint import read_metadata
+    from adit_torch.datasets import load_dataset
+
+    meta = read_metadata(root / "prop9" / "dit.safetensors")
+    header = meta["data"]
+    assert header["property_names"] == list(PROPERTIES) and header["property_trained"] == list(PROPERTIES)
+    half = load_dataset("qm9", "train_b")
+    assert header["num_atoms_hist"]["molecule"] == {str(n): int(c) for n, c in
+                                                   zip(*np.unique(np.diff(half.offsets), return_counts=True))}
+    assert meta["config"]["train"]["train_split"] == "train_b"
+    i = list(PROPERTIES).index("gap")
+    assert header["property_mean"][i] == pytest.approx(np.mean(half.props["gap"]), rel=1e-5)
+    out = root / "gap.extxyz"
+    assert main(["sample", "--checkpoint", str(root / "prop9" / "dit.safetensors"), "--kind", "molecule",
+                 "--num-samples", "3", "--steps", "2", "--condition", "gap=6500", "--guidance", "gap=2",
+                 "--out", str(out), "--quiet"]) == 0
+    assert json.loads(out.with_suffix(".summary.json").read_text())["conditions"] == {
+        "gap": 6500.0, "guidance": {"gap": 2.0}}
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(root / "prop9" / "dit.safetensors"), "--kind", "crystal",
+                 "--num-samples", "3", "--condition", "gap=6500", "--out", str(root / "x.extxyz")]) != 0
+    assert "gap: this property condition is molecules' (QM9), not a crystal's" in capsys.readouterr().err
+
+
+def test_grown_property_embedder_leaves_the_model_unchanged_whatever_the_new_slots_say():
+    from adit_torch.dit import CRYSTAL
+    from adit_torch.recipes import grow_property_embedder
+
+    torch.manual_seed(0)
+    small, big = (DiTConfig(d_model=32, num_layers=1, num_heads=4, num_properties=p) for p in (3, 9))
+    old = DiT(small)
+    for param in old.parameters():  # a trained model: no zero-initialised layer left
+        torch.nn.init.normal_(param, std=0.3)
+    new = DiT(big)
+    new.load_state_dict(grow_property_embedder(old.state_dict(), big))
+    old.eval(), new.eval()
+    b, n = 2, 5
+    x, t = torch.randn(b, n, small.latent_dim), torch.rand(b)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    values3, mask3 = torch.randn(b, 3), torch.tensor([[True, False, True], [False, True, True]])
+    values9 = torch.cat([values3, torch.randn(b, 6)], dim=1)  # whatever the new slots hold
+    mask9 = torch.cat([mask3, torch.ones(b, 6, dtype=torch.bool)], dim=1)
+    periodic = torch.full((b,), CRYSTAL)
+    with torch.no_grad():
+        want = old(x, t, mask, Condition(periodic=periodic, properties=values3 * mask3, properties_mask=mask3))
+        got = new(x, t, mask, Condition(periodic=periodic, properties=values9 * mask9, properties_mask=mask9))
+        moved = old(x, t, mask, Condition(periodic=periodic, properties=values3 * mask3 + 1, properties_mask=mask3))
+    torch.testing.assert_close(got, want)
+    assert (moved - want).abs().max() > 1e-3  # the stored slots do steer the model
+    with pytest.raises(Exception, match="more than the 3 asked for"):
+        grow_property_embedder(new.state_dict(), small)
 
 
 def test_a_property_term_sets_its_normalised_target_and_only_its_mask():

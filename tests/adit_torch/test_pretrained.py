@@ -45,8 +45,9 @@ def test_registered_conditions_are_those_the_shipped_weights_were_trained_with()
 
     for name, model in MODELS.items():
         if model.shipped:
-            cfg = read_metadata(pretrained_path(name))["config"]["dit"]
-            assert model_conditions(from_dict(DiTConfig, cfg)) == list(model.conditions), name
+            meta = read_metadata(pretrained_path(name))
+            cfg = from_dict(DiTConfig, meta["config"]["dit"])
+            assert model_conditions(cfg, meta["data"]) == list(model.conditions), name
 
 
 def test_unknown_name_is_a_clear_error():

@@ -20,7 +20,8 @@ def test_info_table(tmp_path, capsys):
     assert status == 0
     out = capsys.readouterr().out.splitlines()
     rows = {tuple(line.split()[:2]): line.split() for line in out[2:]}
-    assert set(rows) == {(d, s) for d in ("mp20", "qm9") for s in ("train", "val", "test", "all")}
+    assert set(rows) == ({(d, s) for d in ("mp20", "qm9") for s in ("train", "val", "test", "all")}
+                         | {("qm9", "train_a"), ("qm9", "train_b")})  # the halves of EDM's property benchmark
     assert rows[("qm9", "all")][2:4] == ["30", "3-23"]  # water .. the largest fixture molecule
     assert rows[("qm9", "all")][-5:] == ["4", "H", "C", "N", "O"]
     split_total = sum(int(rows[("mp20", s)][2]) for s in ("train", "val", "test"))

@@ -48,6 +48,13 @@ def test_molecules_match_the_csv(full):
         np.testing.assert_allclose(system.positions, raw - raw.mean(axis=0), atol=1e-12)  # centred copy
         assert system.info["smiles"] == row["SMILES"]
         assert system.info["qm9_index"] == int(row["Index"])
+        # EDM's six properties in its units (orbital energies from Hartree to meV)
+        assert system.info["alpha"] == float(row["Polarizability_bohr3"])
+        assert system.info["gap"] == pytest.approx(float(row["HOMO_LUMO_gap_au"]) * 27211.386, rel=1e-6)
+        assert system.info["homo"] == pytest.approx(float(row["HOMO_au"]) * 27211.386, rel=1e-6)
+        assert system.info["lumo"] == pytest.approx(float(row["LUMO_au"]) * 27211.386, rel=1e-6)
+        assert system.info["mu"] == float(row["Dipole_debye"])
+        assert system.info["Cv"] == float(row["Heatcapacity_Cv_cal_mol_K"])
 
 
 def test_hydrogens_and_bare_decimal_numbers(full):
@@ -60,7 +67,11 @@ def test_hydrogens_and_bare_decimal_numbers(full):
 
 def test_standard_split_sizes_and_reproducibility():
     parts = qm9.qm9_split_positions(qm9.NUM_MOLECULES)
+    halves = parts.pop("train_a"), parts.pop("train_b")
     assert {k: len(v) for k, v in parts.items()} == {"train": 100_000, "val": 17_748, "test": 13_083}
+    # EDM's halves of the training split: disjoint, 50,000 each, together the training split
+    assert [len(h) for h in halves] == [50_000, 50_000] and not np.intersect1d(*halves).size
+    assert np.array_equal(np.sort(np.concatenate(halves)), parts["train"])
     joined = np.concatenate(list(parts.values()))
     assert len(np.unique(joined)) == qm9.NUM_MOLECULES and joined.min() == 0 and joined.max() == 130_830
     again = qm9.qm9_split_positions(qm9.NUM_MOLECULES, seed=qm9.SPLIT_SEED)
@@ -77,6 +88,16 @@ def test_installed_package_has_the_130831_molecules():
         assert data.endswith(b"\n")
         count += data.count(b"\n") - 1
     assert count == qm9.NUM_MOLECULES
+
+
+def test_training_halves_are_qm9s_only(tmp_path):
+    a, b = (load_dataset("qm9", s, root=FIXTURE, cache_dir=tmp_path) for s in ("train_a", "train_b"))
+    train = load_dataset("qm9", "train", root=FIXTURE, cache_dir=tmp_path)
+    assert sorted([*a.ids, *b.ids]) == sorted(train.ids) and not set(a.ids) & set(b.ids)
+    from adit_torch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="only QM9 has the halves of its training split, not 'mp20'"):
+        load_dataset("mp20", "train_b", cache_dir=tmp_path)
 
 
 def test_fixture_split_is_proportional(tmp_path):
