@@ -76,6 +76,17 @@ MODELS: dict[str, PretrainedModel] = {
         card="adit-xs-joint-cond.md",
         conditions=("space_group", "chemical_system", "formation_energy_per_atom", "band_gap", "e_above_hull"),
     ),
+    "adit-xs-joint-cond-qm9": PretrainedModel(
+        name="adit-xs-joint-cond-qm9",
+        description="adit-xs-joint-cond fine-tuned 28 minutes with QM9's six properties of EDM's benchmark "
+                    "(QM9 train_b half), float16",
+        kinds=("crystal", "molecule"),
+        sha256="25e1b2d980844995827e61faec7bfdd58c82a49b47e3a143f15c748d6922ecc1",
+        file="adit-xs-joint-cond-qm9.safetensors",
+        card="adit-xs-joint-cond-qm9.md",
+        conditions=("space_group", "chemical_system", "formation_energy_per_atom", "band_gap", "e_above_hull",
+                    "alpha", "gap", "homo", "lumo", "mu", "Cv"),
+    ),
 }
 DEFAULT_MODEL = "adit-xs-joint"
 
