@@ -221,7 +221,9 @@ def test_property_labels_come_from_the_mp20_columns_and_molecules_have_none():
     assert all(s > 0 for s in stds) and trained == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
 
 
-def test_train_with_properties_then_sample_under_one(env, capsys):
+@pytest.fixture(scope="module")
+def prop_model(env):
+    """The base model fine-tuned 2 steps with the three crystal property slots (settings in ``prop.json``)."""
     root = env
     (root / "prop.json").write_text(json.dumps({"dit": {"num_space_groups": 230, "num_element_types": 100,
                                                         "num_properties": 3},
@@ -230,13 +232,18 @@ def test_train_with_properties_then_sample_under_one(env, capsys):
     base = root / "base" / "dit.safetensors"
     assert main(["train-dit", "--vae", str(base), "--init", str(base), "--dataset", "joint", "--out-dir",
                  str(root / "prop"), "--settings", str(root / "prop.json"), "--max-steps", "2", "--quiet"]) == 0
+    return root / "prop" / "dit.safetensors"
+
+
+def test_train_with_properties_then_sample_under_one(env, prop_model):
+    root = env
     from adit_torch.checkpoint import read_metadata
 
-    header = read_metadata(root / "prop" / "dit.safetensors")["data"]
+    header = read_metadata(prop_model)["data"]
     assert header["property_names"] == ["formation_energy_per_atom", "band_gap", "e_above_hull"]
     assert len(header["property_mean"]) == 3 and min(header["property_std"]) > 0
     out = root / "p.extxyz"
-    assert main(["sample", "--checkpoint", str(root / "prop" / "dit.safetensors"), "--kind", "crystal",
+    assert main(["sample", "--checkpoint", str(prop_model), "--kind", "crystal",
                  "--num-samples", "3", "--steps", "2", "--condition", "band_gap=2.0", "--guidance", "band_gap=2",
                  "--out", str(out), "--quiet"]) == 0
     summary = json.loads(out.with_suffix(".summary.json").read_text())
@@ -244,16 +251,14 @@ def test_train_with_properties_then_sample_under_one(env, capsys):
     assert summary["forward_passes_per_sample"] == summary["nfe"] * 3
 
 
-def test_molecule_properties_fine_tune_a_crystal_property_model_on_a_qm9_half(env, capsys):
+def test_molecule_properties_fine_tune_a_crystal_property_model_on_a_qm9_half(env, prop_model, capsys):
     """A 3-slot model grows to the 9 slots (QM9's six added) and trains on QM9's train_b half."""
     root = env
-    if not (root / "prop" / "dit.safetensors").exists():  # run alone or on another worker than that test
-        test_train_with_properties_then_sample_under_one(env, capsys)
     settings = json.loads((root / "prop.json").read_text())
     settings["dit"]["num_properties"] = 9
     (root / "prop9.json").write_text(json.dumps(settings))
     base = root / "base" / "dit.safetensors"
-    assert main(["train-dit", "--vae", str(base), "--init", str(root / "prop" / "dit.safetensors"), "--dataset",
+    assert main(["train-dit", "--vae", str(base), "--init", str(prop_model), "--dataset",
                  "joint", "--train-split", "train_b", "--out-dir", str(root / "prop9"), "--settings",
                  str(root / "prop9.json"), "--max-steps", "2", "--quiet"]) == 0
     from adit_torch.checkpoint import read_metadata
