@@ -27,6 +27,11 @@ Constraints the sampler applies without a trained condition (every model takes t
   ``num_atoms`` is given), its atom types are assigned with exactly the formula's counts (the
   assignment of most decoder log-probability, :func:`assign_types`), and the formula's elements are
   the ``chemical_system`` condition when the model was trained with it.
+- with ``space_group`` set, each sample's atom count is drawn from the training crystals of that
+  group (the checkpoint's ``num_atoms_hist_by_space_group``), and each decoded crystal is snapped
+  onto the group when a symmetric structure lies within 1 Å (``symmetrize``, on by default;
+  :mod:`adit_torch.symmetry`). Samples it cannot snap are kept as decoded, with
+  ``info["symmetrized"] = False``.
 - with ``chemical_system`` (or ``formula``) set, decoding keeps to the set: each atom's type is
   the most probable element of the set (``restrict_elements``, on by default; the benchmark
   ``benchmarks/conditioning.py`` reports the guided model's leak with it off).
@@ -170,6 +175,12 @@ class SampleConditions:
         chemical_system: sorted atomic numbers, or None.
         properties: target values of :data:`PROPERTIES` (their units), by name.
         guidance: condition key -> scale (missing keys use :data:`DEFAULT_CONDITION_SCALE`).
+        formula: reduced composition (atomic number -> count), or None.
+        num_atoms: exact atom count of every sample, or None.
+        restrict_elements: keep decoding to ``chemical_system`` (default True).
+        symmetrize: with ``space_group``, snap each decoded crystal onto the group
+            (:func:`adit_torch.symmetry.symmetrize`; default True) and draw atom counts from the
+            training crystals of that group where the model records them.
     """
 
     space_group: int | None = None
@@ -179,6 +190,7 @@ class SampleConditions:
     formula: dict[int, int] | None = None
     num_atoms: int | None = None
     restrict_elements: bool = True
+    symmetrize: bool = True
 
     def keys(self) -> list[str]:
         """The trained condition keys that are set (each is one guidance term)."""

@@ -71,7 +71,7 @@ MODELS: dict[str, PretrainedModel] = {
         name="adit-xs-joint-cond",
         description="adit-xs-joint fine-tuned 42 minutes with space-group, chemical-system and property conditions",
         kinds=("crystal", "molecule"),
-        sha256="af54f7ded01e9c119b4e4b5e836cd9f63b0e0503374735146e2489a0d45a198e",
+        sha256="be89d63ee5e704d67dc544a8b66d2c1034ec94abff8e6f18204a42ff86e12b14",
         file="adit-xs-joint-cond.safetensors",
         card="adit-xs-joint-cond.md",
         conditions=("space_group", "chemical_system", "formation_energy_per_atom", "band_gap", "e_above_hull"),
@@ -81,7 +81,7 @@ MODELS: dict[str, PretrainedModel] = {
         description="adit-xs-joint-cond fine-tuned 28 minutes with QM9's six properties of EDM's benchmark "
                     "(QM9 train_b half), float16",
         kinds=("crystal", "molecule"),
-        sha256="25e1b2d980844995827e61faec7bfdd58c82a49b47e3a143f15c748d6922ecc1",
+        sha256="9075f554fd6de760aa5bb049df37b4c37bf321a32657b5cc5c76ea7bc6b2c03d",
         file="adit-xs-joint-cond-qm9.safetensors",
         card="adit-xs-joint-cond-qm9.md",
         conditions=("space_group", "chemical_system", "formation_energy_per_atom", "band_gap", "e_above_hull",

@@ -104,6 +104,19 @@ def atom_count_histograms(data) -> dict[str, dict[str, int]]:
     return out
 
 
+def space_group_size_histograms(num_atoms, space_group) -> dict[str, dict[str, int]]:
+    """``{group: {N: count}}`` of the crystals with a space-group label (``space_group`` 1..230; 0 skipped).
+
+    ``num_atoms`` and ``space_group``: ``(M,)`` integers in the same order.
+    """
+    num_atoms, space_group = np.asarray(num_atoms), np.asarray(space_group)
+    out: dict[str, dict[str, int]] = {}
+    for group in np.unique(space_group[space_group > 0]):
+        values, counts = np.unique(num_atoms[space_group == group], return_counts=True)
+        out[str(int(group))] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+    return out
+
+
 def _val_subset(val, size: int) -> list:
     """Up to ``size`` systems of each kind from a validation sequence (evenly spaced, deterministic)."""
     out = []
@@ -356,6 +369,9 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
                               f"(the first of {', '.join(PROPERTIES)}), got {dit_cfg.num_space_groups}, "
                               f"{dit_cfg.num_element_types} and {dit_cfg.num_properties}")
         labels = condition_labels(data)
+        if dit_cfg.num_space_groups:
+            property_stats["num_atoms_hist_by_space_group"] = space_group_size_histograms(
+                data.num_atoms, labels["space_group"])
         if dit_cfg.num_properties:
             slots = dit_cfg.num_properties
             means, stds, trained = property_normalisation(labels, slots)
@@ -363,8 +379,8 @@ def train_dit(train_cfg: TrainConfig, dit_cfg: DiTConfig, flow_cfg: FlowConfig, 
             labels["properties"] = np.where(labels["properties_mask"],
                                             (labels["properties"][:, :slots] - np.float32(means)) / np.float32(stds),
                                             0.0).astype(np.float32)
-            property_stats = {"property_names": list(PROPERTIES)[:slots], "property_trained": trained,
-                              "property_mean": means, "property_std": stds}
+            property_stats.update({"property_names": list(PROPERTIES)[:slots], "property_trained": trained,
+                                   "property_mean": means, "property_std": stds})
         else:
             labels.pop("properties"), labels.pop("properties_mask")
         train_set = ConditionedLatents(train_set, labels)

@@ -15,6 +15,7 @@ how samples are grouped into batches.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -42,7 +43,10 @@ from adit_torch.inpaint import (
     fidelity_stats,
     fidelity_summary,
 )
+from adit_torch.symmetry import symmetrize
 from adit_torch.system import AtomicSystem
+
+logger = logging.getLogger(__name__)
 
 KINDS = {"crystal": CRYSTAL, "molecule": MOLECULE}
 #: Cost model of one DiT forward at sampling (measured on a 2-core CPU, XS model, one thread, with the
@@ -136,13 +140,15 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
 
 def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim: int, seed: int = 0,
                          num_atoms: int | list[int] | None = None, device="cpu", min_atoms: int = 0,
-                         multiple_of: int = 0):
+                         multiple_of: int = 0, space_group: int | None = None):
     """Every sample's atom count and initial noise, drawn once in sample order from ``seed``.
 
     Returns ``(counts (M,), offsets (M + 1,), noise (sum(counts), dim))``: sample ``j``'s noise is
     ``noise[offsets[j]:offsets[j + 1]]``. Counts drawn from the histogram are drawn among the counts
     above ``min_atoms`` (an inpainting fragment's size) that are multiples of ``multiple_of`` (a
-    formula unit's atoms; 0 = any).
+    formula unit's atoms; 0 = any). With ``space_group`` (crystals), the histogram is that of the
+    training crystals of the group (``stats["num_atoms_hist_by_space_group"]``) where the model
+    records it and the filters leave a count; else the kind's histogram, with a warning.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
@@ -150,6 +156,16 @@ def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim
     counts_gen = torch.Generator().manual_seed(int(seed))
     if num_atoms is None:
         hist = stats.get("num_atoms_hist", {}).get(kind)
+        if space_group is not None and kind == "crystal":
+            by_group = stats.get("num_atoms_hist_by_space_group", {}).get(str(int(space_group)), {})
+            by_group = {n: c for n, c in by_group.items()
+                        if int(n) > min_atoms and (not multiple_of or int(n) % multiple_of == 0)}
+            if by_group:
+                hist = by_group
+            else:
+                logger.warning("space group %d: the model records no training crystal of it%s; atom counts "
+                               "come from all crystals", space_group,
+                               " that fits the other constraints" if (min_atoms or multiple_of) else "")
         if not hist:
             raise CheckpointError(f"this model was not trained on {kind}s (no {kind} atom-count histogram); "
                                   "pass --num-atoms or use a checkpoint trained on them")
@@ -276,9 +292,12 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         else:
             check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
         known = encode_fragment(vae, fragment, stats, device)
+    snap = (conditions is not None and conditions.space_group is not None and conditions.symmetrize
+            and kind == "crystal" and fragment is None)
     drawn = draw_sizes_and_noise(stats, kind, num_samples, dit.cfg.latent_dim, seed, num_atoms, device,
                                  0 if known is None else fragment.num_atoms,
-                                 conditions.formula_size() if conditions is not None else 0)
+                                 conditions.formula_size() if conditions is not None else 0,
+                                 conditions.space_group if snap else None)
     types_of = None
     if conditions is not None and conditions.allowed_elements() is not None:
         elements, formula = conditions.allowed_elements(), conditions.formula
@@ -302,6 +321,10 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset, types_of)):
                     if keep_lattice and round_ == rounds - 1:  # the last round's decode only (see sample_systems)
                         s = with_lattice(s, fragment.lattice)
+                    if snap:
+                        snapped = symmetrize(s, conditions.space_group)
+                        s = snapped.system
+                        s.info["symmetrized"] = snapped.ok
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
         if fragment is not None:
@@ -430,12 +453,14 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     written = failed = 0
     kept: list[bool] = []
     rmsds: list[float] = []
+    snapped = 0
     for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
                              precision, chunk if sink is not None else None, conditions=conditions,
                              keep_lattice=keep_lattice):
         written += len(part)
         failed += sum(bool(s.info.get("decode_failed")) for s in part)
+        snapped += sum(bool(s.info.get("symmetrized")) for s in part)
         if fragment is not None:
             kept += [bool(s.info["kept_types"]) for s in part]
             rmsds += [float(s.info["kept_rmsd"]) for s in part if "kept_rmsd" in s.info]
@@ -461,6 +486,11 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},
         "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, written)},
     }
+    if (conditions is not None and conditions.space_group is not None and conditions.symmetrize
+            and kind == "crystal" and fragment is None):
+        summary["num_symmetrized"] = snapped  # samples snapped onto the asked space group
+    if conditions is not None and conditions.space_group is not None:
+        summary["settings"]["symmetrize"] = bool(conditions.symmetrize and kind == "crystal" and fragment is None)
     if fragment is not None:
         summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds,
                                  "keep_lattice": bool(keep_lattice)}

@@ -57,6 +57,11 @@ def register(subparsers) -> None:
                         "formula unit's atoms, types assigned with its counts)")
     p.add_argument("--guidance", action="append", metavar="KEY=SCALE",
                    help="guidance scale of one --condition (repeatable; default 1.0): space_group=2.0")
+    p.add_argument("--no-symmetrize", action="store_true",
+                   help="with --condition space_group=N: keep the crystals as decoded. By default each one is "
+                        "snapped onto group N when a symmetric structure lies within 1 Å (the rest are kept as "
+                        "decoded, marked symmetrized=False) and atom counts are drawn from the training crystals "
+                        "of group N")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="network precision: fp32, or bf16 autocast (for GPUs; the ODE state stays fp32)")
@@ -108,6 +113,9 @@ def _check(args) -> None:
     from adit_torch.conditions import parse_conditions
 
     args.conditions = parse_conditions(args.condition, args.guidance)
+    if args.no_symmetrize and args.conditions.space_group is None:
+        raise ConfigError("--no-symmetrize applies to --condition space_group=N, and none is given")
+    args.conditions.symmetrize = not args.no_symmetrize
     if args.guidance and not args.condition:
         raise ConfigError("--guidance needs a --condition to scale")
     if args.conditions.keys():

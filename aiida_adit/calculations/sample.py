@@ -135,7 +135,10 @@ def condition_flags(conditions: dict) -> tuple[list[str], list[str]]:
 
 def validate_fragment_inputs(inputs, _) -> str | None:
     """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given; ``keep_lattice``
-    needs a periodic fragment."""
+    needs a periodic fragment; ``symmetrize`` needs a ``space_group`` condition."""
+    if inputs.get("symmetrize") is not None and "space_group" not in (
+            inputs["conditions"].get_dict() if inputs.get("conditions") is not None else {}):
+        return "`symmetrize` applies to a `space_group` condition, and `conditions` has none"
     fragment = inputs.get("fragment")
     if inputs.get("keep_lattice") is not None and inputs["keep_lattice"].value and (
             fragment is None or not any(fragment.pbc)):
@@ -243,6 +246,14 @@ class AditSampleCalculation(AditCalculation):
             "\"chemical_system\": \"Li-Fe-O\", \"guidance\": {\"space_group\": 2.0}}`. Copied into every "
             "generated structure's extra `conditions`, so a query finds all structures generated under one.",
         )
+        spec.input(
+            "symmetrize",
+            valid_type=orm.Bool,
+            required=False,
+            help="With a `space_group` condition: snap each crystal onto the group when a symmetric structure lies "
+            "within 1 Å, with atom counts drawn from the training crystals of the group (the default, True), or "
+            "keep the crystals as decoded (False, `adit sample --no-symmetrize`).",
+        )
         spec.inputs["metadata"]["options"]["parser_name"].default = "adit.sample"
         spec.inputs.validator = validate_fragment_inputs
 
@@ -305,6 +316,8 @@ class AditSampleCalculation(AditCalculation):
             items, scales = condition_flags(self.inputs.conditions.get_dict())
             cmdline += [arg for item in items for arg in ("--condition", item)]
             cmdline += [arg for item in scales for arg in ("--guidance", item)]
+        if "symmetrize" in self.inputs and not self.inputs.symmetrize.value:
+            cmdline.append("--no-symmetrize")
         return self.make_calc_info(
             cmdline,
             retrieve=[SUMMARY_NAME],

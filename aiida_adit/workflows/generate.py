@@ -191,7 +191,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             ``kind``, ``pretrained``, ``train_vae.settings``, ``train_dit.settings``, ``sample``
             (``sample.conditions``: the ``adit.sample`` ``conditions``, e.g. ``{"chemical_system":
             "Li-Fe-O", "guidance": {"chemical_system": 2.0}}``, with a ``pretrained`` model trained on
-            them such as ``adit-xs-joint-cond``), ``evaluate``, ``metastability.relax``, ``options``,
+            them such as ``adit-xs-joint-cond``; ``sample.symmetrize``: False keeps space-group-conditioned
+            crystals as decoded), ``evaluate``, ``metastability.relax``, ``options``,
             and per step ``STEP.options`` merged over ``options``).
         :param checkpoint: a DiT checkpoint: no training, sample it. Without one, a protocol that
             names a ``pretrained`` model (``fast``) samples that model's node
@@ -263,6 +264,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
         if sample.get("conditions"):
             _check_pretrained_conditions(pretrained, sample["conditions"])
             builder.sample.sample.conditions = orm.Dict(sample["conditions"])
+        if "symmetrize" in sample:
+            builder.sample.sample.symmetrize = orm.Bool(sample["symmetrize"])
         builder.sample.sample.metadata.options = options_of("sample")
         if evaluate:
             settings = values.get("evaluate", {})

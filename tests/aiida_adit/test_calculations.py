@@ -163,6 +163,11 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
     _, calc_info = generate_calc_job("adit.sample", {**inputs, "kind": orm.Str("crystal"), "conditions": conditions})
     assert calc_info.codes_info[0].cmdline_params[-6:] == ["--condition", "space_group=225", "--condition",
                                                            "chemical_system=Li-Fe-O", "--guidance", "space_group=2.0"]
+    # the space group's snap is on unless `symmetrize` is False
+    assert "--no-symmetrize" not in calc_info.codes_info[0].cmdline_params
+    _, calc_info = generate_calc_job("adit.sample", {**inputs, "kind": orm.Str("crystal"), "conditions": conditions,
+                                                     "symmetrize": orm.Bool(False)})
+    assert calc_info.codes_info[0].cmdline_params[-1] == "--no-symmetrize"
 
 
 def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
@@ -234,6 +239,7 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("conditions", lambda: orm.Dict({"bandgap": 1.5}), "unknown key 'bandgap'"),
         ("conditions", lambda: orm.Dict({"band_gap": "wide"}), "band_gap is a number in eV"),
         ("conditions", lambda: orm.Dict({"chemical_system": "Li-Qq"}), "not element symbols: Qq"),
+        ("symmetrize", lambda: orm.Bool(False), "`symmetrize` applies to a `space_group` condition"),
     ],
 )
 def test_sample_rejects_bad_input_before_submission(adit_code, make_checkpoint, port, value, message):
