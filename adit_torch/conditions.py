@@ -28,7 +28,8 @@ Constraints the sampler applies without a trained condition (every model takes t
   assignment of most decoder log-probability, :func:`assign_types`), and the formula's elements are
   the ``chemical_system`` condition when the model was trained with it.
 - with ``space_group`` set, each sample's atom count is drawn from the training crystals of that
-  group (the checkpoint's ``num_atoms_hist_by_space_group``), and each decoded crystal is snapped
+  group (the checkpoint's ``num_atoms_hist_by_space_group``), each element gets a count the
+  group's sites can hold (:func:`adit_torch.symmetry.compatible_types`), and each decoded crystal is snapped
   onto the group when a symmetric structure lies within 1 Å (``symmetrize``, on by default;
   :mod:`adit_torch.symmetry`). Samples it cannot snap are kept as decoded, with
   ``info["symmetrized"] = False``.
@@ -179,8 +180,9 @@ class SampleConditions:
         num_atoms: exact atom count of every sample, or None.
         restrict_elements: keep decoding to ``chemical_system`` (default True).
         symmetrize: with ``space_group``, snap each decoded crystal onto the group
-            (:func:`adit_torch.symmetry.symmetrize`; default True) and draw atom counts from the
-            training crystals of that group where the model records them.
+            (:func:`adit_torch.symmetry.symmetrize`; default True), draw atom counts from the
+            training crystals of that group where the model records them, and give each element a
+            count the group's sites can hold (:func:`adit_torch.symmetry.compatible_types`).
     """
 
     space_group: int | None = None

@@ -43,7 +43,7 @@ from adit_torch.inpaint import (
     fidelity_stats,
     fidelity_summary,
 )
-from adit_torch.symmetry import symmetrize
+from adit_torch.symmetry import compatible_types, symmetrize
 from adit_torch.system import AtomicSystem
 
 logger = logging.getLogger(__name__)
@@ -302,6 +302,9 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
     if conditions is not None and conditions.allowed_elements() is not None:
         elements, formula = conditions.allowed_elements(), conditions.formula
         types_of = lambda logits: assign_types(logits, elements, formula)  # noqa: E731
+    if snap and conditions.formula is None:  # element counts the group's sites can hold
+        group, elements = conditions.space_group, conditions.allowed_elements()
+        types_of = lambda logits: compatible_types(logits, group, elements)  # noqa: E731
     in_context = None  # (num_samples, k, latent) from the second round on; chunks fill disjoint rows
     if fragment is not None and inpaint_rounds > 1:
         in_context = known.expand(num_samples, *known.shape).clone()

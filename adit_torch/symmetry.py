@@ -23,6 +23,9 @@ structure that has group ``N`` exactly, and refuses when that structure is far a
    more than ``max_shift`` Å, no cell length changed by more than ``max_strain``, and no two
    atoms are closer than :data:`adit_torch.system.MIN_DISTANCE`.
 
+Before decoding's types are final, :func:`compatible_types` gives each element a count the
+group's sites can hold (:func:`site_multiplicities`), so that a symmetric arrangement exists.
+
 The crystal keeps its cell choice, its atom count and its atom order; only positions and
 lattice change. A cell that is a supercell of the group's cell (two Pnnm cells stacked) is
 refused: the setting's operations are not its operations. What moved is returned
@@ -357,3 +360,96 @@ def symmetrize(system: AtomicSystem, number: int, max_shift: float = MAX_SHIFT,
 def _family_name(number: int) -> str:
     return {"a": "triclinic", "m": "monoclinic", "o": "orthorhombic", "t": "tetragonal", "h": "hexagonal",
             "c": "cubic"}[_family(number)]
+
+
+@functools.cache
+def site_multiplicities(number: int) -> tuple[int, ...]:
+    """Multiplicities of the Wyckoff positions of space group ``number`` in its primitive cell, ascending.
+
+    Orbit sizes, under the group's operations, of the points of a 1/24 grid of the conventional
+    cell (every special coordinate of the tables, 0, 1/8, 1/6, 1/4, 1/3, ..., lies on it), divided
+    by the number of centring translations: Fm-3m gives (1, 2, 6, 8, 12, 24, 48) (its 4a ... 192l
+    over 4 lattice points), Pnma (4, 8), P6_3/mmc (2, 4, 6, 12, 24).
+    """
+    if not 1 <= int(number) <= 230:
+        raise ConfigError(f"space group {number} is not in 1..230")
+    rot, trans = _operations(settings(int(number))[0][0])
+    centring = int(sum(np.allclose(r, np.eye(3)) for r in rot))
+    axis = np.arange(24) / 24.0
+    grid = np.array(np.meshgrid(axis, axis, axis, indexing="ij")).reshape(3, -1).T  # (13824, 3)
+    images = np.mod(np.einsum("kij,pj->pki", rot, grid) + trans[None], 1.0)  # (P, K, 3)
+    keys = np.round(images * 24).astype(np.int64) % 24
+    codes = (keys[..., 0] * 24 + keys[..., 1]) * 24 + keys[..., 2]  # (P, K)
+    codes.sort(axis=1)
+    distinct = 1 + (np.diff(codes, axis=1) != 0).sum(axis=1)
+    return tuple(sorted({int(d) // centring for d in np.unique(distinct)}))
+
+
+def _representable(limit: int, parts: tuple[int, ...]) -> np.ndarray:
+    """``ok (limit + 1,)`` bool: whether each count 0..limit is a sum of ``parts`` (with repetition)."""
+    ok = np.zeros(limit + 1, dtype=bool)
+    ok[0] = True
+    for value in range(1, limit + 1):
+        ok[value] = any(p <= value and ok[value - p] for p in parts)
+    return ok
+
+
+def compatible_types(logits, number: int, elements: tuple[int, ...] | None = None,
+                     max_compositions: int = 4000) -> np.ndarray:
+    """Atom types of one crystal whose element counts space group ``number`` can hold.
+
+    Each element's count must be a sum of the group's site multiplicities
+    (:func:`site_multiplicities`: Pnma puts atoms 4 or 8 at a time), or no arrangement of the
+    group exists. The most probable types are kept when their counts fit; otherwise, among the
+    counts over the same elements that fit and add up to ``n``, the assignment of most summed
+    log-probability (a linear assignment for each) is taken. When no counts fit, the most
+    probable types are returned unchanged (the snap then refuses the crystal).
+
+    Args:
+        logits: ``(n, Z_max)`` type logits over atomic numbers 1..Z_max.
+        number: international space-group number.
+        elements: allowed atomic numbers (a chemical-system condition), or None.
+        max_compositions: most count vectors tried.
+
+    Returns:
+        ``(n,)`` atomic numbers.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    from adit_torch.conditions import assign_types
+
+    base = assign_types(logits, elements)
+    n = len(base)
+    ok = _representable(n, site_multiplicities(number))
+    present, counts = np.unique(base, return_counts=True)
+    if ok[counts].all() or not ok[n]:
+        return base
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+    choices = [v for v in range(n + 1) if ok[v]]
+    best, best_score, tried = base, -np.inf, 0
+
+    def search(prefix: list[int], left: int):
+        nonlocal best, best_score, tried
+        if tried >= max_compositions:
+            return
+        if len(prefix) == len(present) - 1:
+            if not ok[left]:
+                return
+            tried += 1
+            slots = np.repeat(present, prefix + [left])
+            rows, cols = linear_sum_assignment(-logp[:, slots - 1])
+            score = float(logp[rows, slots[cols] - 1].sum())
+            if score > best_score:
+                types = np.empty(n, dtype=np.int64)
+                types[rows] = slots[cols]
+                best, best_score = types, score
+            return
+        for value in choices:
+            if value > left:
+                break
+            search(prefix + [value], left - value)
+
+    search([], n)
+    return best

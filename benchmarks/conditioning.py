@@ -12,9 +12,10 @@ scored by the evaluator's own checks (``check_crystal`` / ``check_molecule``):
 - ``num_atoms``: the share of samples with exactly that many atoms, and their validity;
 - ``space_group``: the share of valid crystals whose spglib number (symprec 0.1 Å, the
   evaluator's) equals the target, as decoded (``symmetrize`` off: atom counts from all training
-  crystals) and with the default symmetry-aware decoding (counts from the training crystals of the
-  group, each crystal snapped onto it when a symmetric structure lies within 1 Å,
-  :mod:`adit_torch.symmetry`), with the largest atom displacement of the snaps;
+  crystals), as decoded with the group's atom counts, and with the default symmetry-aware decoding
+  (those counts, element counts the group's sites hold, each crystal snapped onto it when a
+  symmetric structure lies within 1 Å, :mod:`adit_torch.symmetry`), with the largest atom
+  displacement of the snaps;
 - validity itself, so that a hit rate bought with invalid structures shows.
 
     python benchmarks/conditioning.py --model runs/cond/dit.safetensors --num-samples 200
@@ -150,7 +151,7 @@ def main() -> None:
                                            **common)
             if key == "space_group":
                 label = {"raw": "as decoded", "sizes": "as decoded, atom counts of the group",
-                         "snap": "snapped onto the group, atom counts of the group"}[decoding]
+                         "snap": "snapped onto the group, atom and element counts of the group"}[decoding]
             else:
                 label = "restricted to the set" if conditions.allowed_elements() else "free"
             rows.append({"kind": kind, "condition": condition, "guidance": scale, "decoding": label,

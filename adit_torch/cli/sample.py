@@ -60,8 +60,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-symmetrize", action="store_true",
                    help="with --condition space_group=N: keep the crystals as decoded. By default each one is "
                         "snapped onto group N when a symmetric structure lies within 1 Å (the rest are kept as "
-                        "decoded, marked symmetrized=False) and atom counts are drawn from the training crystals "
-                        "of group N")
+                        "decoded, marked symmetrized=False), atom counts are drawn from the training crystals "
+                        "of group N and element counts are ones its sites can hold")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="network precision: fp32, or bf16 autocast (for GPUs; the ODE state stays fp32)")

@@ -164,6 +164,13 @@ def test_fine_tune_with_new_conditions_then_sample_under_them(env, capsys):
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     assert summary["conditions"] == {"space_group": 225, "chemical_system": "Li-O-Fe",
                                      "guidance": {"space_group": 2.0, "chemical_system": 1.0}}
+    # the checkpoint records the atom counts of its training crystals per space group
+    from adit_torch.checkpoint import read_metadata
+
+    data = read_metadata(root / "cond" / "dit.safetensors")["data"]
+    by_group = data["num_atoms_hist_by_space_group"]
+    assert sum(sum(h.values()) for h in by_group.values()) == sum(data["num_atoms_hist"]["crystal"].values())
+    assert all(1 <= int(g) <= 230 for g in by_group)
     assert summary["forward_passes_per_sample"] == summary["nfe"] * 4  # null, base, and one per condition
     # the unconditioned base model refuses, before any sampling, and says what it supports
     capsys.readouterr()

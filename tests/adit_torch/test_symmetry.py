@@ -91,6 +91,45 @@ def test_bad_input_is_a_clear_error(crystals):
             symmetrize(crystals[0], group)
 
 
+def test_site_multiplicities_are_the_international_tables_over_the_lattice_points():
+    from adit_torch.symmetry import site_multiplicities
+
+    assert site_multiplicities(62) == (4, 8)  # Pnma: 4a 4b 4c 8d
+    assert site_multiplicities(194) == (2, 4, 6, 12, 24)  # P6_3/mmc: 2a-2d, 4e 4f, 6g 6h, 12i-12k, 24l
+    assert site_multiplicities(225) == (1, 2, 6, 8, 12, 24, 48)  # Fm-3m: 4a ... 192l over 4 lattice points
+    assert site_multiplicities(166) == (1, 2, 3, 6, 12)  # R-3m, hexagonal axes over 3 lattice points
+    assert site_multiplicities(1) == (1,)
+    with pytest.raises(ConfigError, match="not in 1..230"):
+        site_multiplicities(0)
+
+
+def test_compatible_types_give_element_counts_the_group_can_hold(crystals):
+    """Real Pnma crystals have every element in fours; decoder-like logits that put five atoms on
+    one element are moved to the most probable counts in fours."""
+    import torch
+
+    from adit_torch.conditions import assign_types
+    from adit_torch.symmetry import compatible_types
+
+    for s in crystals:
+        if s.info["spacegroup"] == 62:
+            assert all(c % 4 == 0 for c in np.unique(s.numbers, return_counts=True)[1])
+    rng = np.random.default_rng(0)
+    logits = torch.as_tensor(rng.normal(0, 1, (20, 100)), dtype=torch.float32)
+    logits[:, 8 - 1] += 4.0  # O
+    logits[:5, 26 - 1] += 6.0  # five Fe
+    logits[5:8, 12 - 1] += 6.0  # three Mg
+    free = assign_types(logits)
+    assert sorted(np.unique(free, return_counts=True)[1].tolist()) == [3, 5, 12]
+    fitted = compatible_types(logits, 62)
+    elements, counts = np.unique(fitted, return_counts=True)
+    assert set(elements.tolist()) <= {8, 12, 26} and all(c % 4 == 0 for c in counts) and counts.sum() == 20
+    # the change is the cheapest one: at most two atoms differ from the most probable types
+    assert (fitted != free).sum() <= 2
+    np.testing.assert_array_equal(compatible_types(logits, 225), free)  # Fm-3m holds any count
+    np.testing.assert_array_equal(compatible_types(logits[:5], 62), assign_types(logits[:5]))  # 5 fits no way
+
+
 def test_atom_counts_follow_the_training_crystals_of_the_asked_group(caplog):
     from adit_torch.recipes import space_group_size_histograms
     from adit_torch.sample import draw_sizes_and_noise
