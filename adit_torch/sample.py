@@ -324,7 +324,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset, types_of)):
                     if keep_lattice and round_ == rounds - 1:  # the last round's decode only (see sample_systems)
                         s = with_lattice(s, fragment.lattice)
-                    if snap:
+                    if snap and not s.info.get("decode_failed"):  # a failed decode stays a flagged placeholder
                         snapped = symmetrize(s, conditions.space_group)
                         s = snapped.system
                         s.info["symmetrized"] = snapped.ok

@@ -305,6 +305,10 @@ def symmetrize(system: AtomicSystem, number: int, max_shift: float = MAX_SHIFT,
     if not 1 <= int(number) <= 230:
         raise ConfigError(f"symmetrize: space group {number} is not in 1..230")
     number = int(number)
+    lattice = np.asarray(system.lattice, dtype=float)
+    if not np.isfinite(lattice).all() or abs(np.linalg.det(lattice)) < 1e-6 or not np.isfinite(system.positions).all():
+        return SymmetrizeResult(system, False, "the lattice or the positions are degenerate "
+                                               "(not finite, or zero volume)")
     best: tuple | None = None
     reason = f"the lattice is not {_family_name(number)} at up to {LATTICE_TOLERANCES[-1]} Å"
     numbers_in = np.asarray(system.numbers)

@@ -86,6 +86,8 @@ def test_bad_input_is_a_clear_error(crystals):
     molecule = AtomicSystem(numbers=np.array([8, 1, 1]), positions=water)
     with pytest.raises(ConfigError, match="needs a crystal"):
         symmetrize(molecule, 225)
+    flat = AtomicSystem(numbers=np.array([8, 12]), positions=np.zeros((2, 3)), lattice=np.diag([4.0, 4.0, 0.0]))
+    assert "degenerate" in symmetrize(flat, 225).reason
     for group in (0, 231):
         with pytest.raises(ConfigError, match="not in 1..230"):
             symmetrize(crystals[0], group)
