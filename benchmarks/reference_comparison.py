@@ -467,8 +467,11 @@ def write_report(out: Path, result: dict) -> None:
     lines = [
         "# Speed: aiida-adit vs the reference ADiT implementation", "",
         f"Machine: {a['machine']}. Date: {a['date']}. Threads: {a['threads']} per process "
-        f"(`torch.set_num_threads`, OMP/MKL), both sides in back-to-back child processes, "
-        f"{a['repeats']} repeats alternating which side goes first; medians. "
+        "(`torch.set_num_threads`, OMP/MKL), "
+        + ("both sides at the same time, each child process pinned to its own core(s), which swap every repeat"
+           if a.get("concurrent") else "both sides in back-to-back child processes"
+           + (", each pinned to the same core(s)" if a.get("pin") else ""))
+        + f", {a['repeats']} repeats alternating which side goes first; medians. "
         f"Reference commit: `{a['reference_commit']}`; its per-system means run through "
         f"{a['reference_scatter']}.",
         f"Load average (1 min) during the runs: {a['load_min']:.1f} to {a['load_max']:.1f} on 2 cores; the "
@@ -486,9 +489,22 @@ def write_report(out: Path, result: dict) -> None:
         "batches). One step = forward + backward + gradient clipping + optimiser step (+ EMA where the "
         "implementation keeps one). DiT self-conditioning is timed on and off and averaged.",
         f"Sampling: {a['num_samples']} crystals, {a['steps']} Euler steps, guidance scale {a['cfg_scale']}, "
-        f"batches of {a['sample_batch_size']}, atom counts drawn from the MP-20 training histogram; ours includes "
-        "the read-out into `AtomicSystem` objects.", "",
+        f"batches of {a['sample_batch_size']}"
+        + (f" (ours) and {a['reference_sample_batch_size']} (reference)" if a.get("reference_sample_batch_size")
+           else "")
+        + ", atom counts drawn from the MP-20 training histogram by each side with its own generator; ours "
+        "includes the read-out into `AtomicSystem` objects.", "",
     ]
+    versions = {side: runs[0].get("versions") for side, runs in result.get("runs", {}).items() if runs}
+    if any(versions.values()):
+        lines += ["Versions, as each child process recorded them: " + "; ".join(
+            f"{side}: Python {v['python']}, torch {v['torch']}, numpy {v['numpy']}"
+            for side, v in versions.items() if v) + ".", ""]
+    paired = result.get("sample_paired_cpu_ratios") or {}
+    if paired.get("ratios"):
+        lines += [f"Sampling, paired CPU-time ratios reference / ours, one per repeat: "
+                  f"{', '.join(f'{x:.2f}x' for x in paired['ratios'])}; median **{paired['median']:.2f}x** "
+                  f"(min {paired['min']:.2f}x, max {paired['max']:.2f}x).", ""]
     for clock, title in (("cpu", "CPU seconds (primary)"), ("wall", "wall clock")):
         r = s[clock]
         unit = "systems per CPU-second" if clock == "cpu" else "systems/s"
@@ -519,8 +535,12 @@ def write_report(out: Path, result: dict) -> None:
         "Reproduce: `python benchmarks/reference_comparison.py --reference-path ADIT_REF --reference-python "
         f"REF_VENV/bin/python --threads {a['threads']} --repeats {a['repeats']} --train-batches {a['train_batches']} "
         f"--batch-size {a['batch_size']} --warmup {a['warmup']} --num-samples {a['num_samples']} --steps {a['steps']} "
-        f"--cfg-scale {a['cfg_scale']} --sample-batch-size {a['sample_batch_size']}` (see the script's docstring "
-        "for getting the reference).", "",
+        f"--cfg-scale {a['cfg_scale']} --sample-batch-size {a['sample_batch_size']}"
+        + (f" --reference-sample-batch-size {a['reference_sample_batch_size']}"
+           if a.get("reference_sample_batch_size") else "")
+        + (" --pin" if a.get("pin") else "") + (" --concurrent" if a.get("concurrent") else "")
+        + (f" --parts {a['parts']}" if a.get("parts") else "")
+        + "` (see the script's docstring for getting the reference).", "",
         "<!-- findings -->",
     ]
     tmp = md.with_name(f".{md.name}.tmp")
@@ -529,28 +549,55 @@ def write_report(out: Path, result: dict) -> None:
 
 
 # ------------------------------------------------------------------ driver
-def _child(side: str, inputs: Path, args, python: str) -> dict:
-    """Run one side in a fresh process with ``python``; returns its timings plus the load average around it."""
+def _start(side: str, inputs: Path, args, python: str, cores: set[int] | None = None):
+    """Start one side in a fresh process with ``python``, pinned to ``cores`` when given; returns a handle for
+    :func:`_finish`."""
     fd, name = tempfile.mkstemp(suffix=".json")
     os.close(fd)
     result = Path(name)
+    batch = args.sample_batch_size
+    if side == "reference" and args.reference_sample_batch_size:
+        batch = args.reference_sample_batch_size
     cmd = [python, __file__, "--side", side, "--inputs", str(inputs), "--result", str(result),
            "--threads", str(args.threads), "--seed", str(args.seed), "--warmup", str(args.warmup),
            "--num-samples", str(args.num_samples), "--steps", str(args.steps), "--cfg-scale", str(args.cfg_scale),
-           "--sample-batch-size", str(args.sample_batch_size), "--parts", args.parts]
+           "--sample-batch-size", str(batch), "--parts", args.parts]
     if args.reference_path:
         cmd += ["--reference-path", args.reference_path]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     load = os.getloadavg()[0]
-    t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=pin)
+    return side, proc, result, load, time.time(), sorted(cores) if cores else None
+
+
+def _finish(handle) -> dict:
+    """Wait for a side started by :func:`_start`; its timings plus the load average around it."""
+    side, proc, result, load, t0, cores = handle
+    _, stderr = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"{side} side failed:\n{proc.stderr[-4000:]}")
+        raise SystemExit(f"{side} side failed:\n{stderr[-4000:]}")
     out = json.loads(result.read_text())
     result.unlink()
-    out.update(load_before=load, load_after=os.getloadavg()[0], wall_s=time.time() - t0)
+    out.update(load_before=load, load_after=os.getloadavg()[0], wall_s=time.time() - t0, pinned=cores)
     print(f"  {side}: {json.dumps({k: v for k, v in out.items() if not isinstance(v, (list, dict))})}", flush=True)
     return out
+
+
+def _child(side: str, inputs: Path, args, python: str, cores: set[int] | None = None) -> dict:
+    """Run one side in a fresh process with ``python`` (pinned to ``cores`` when given) and wait for it."""
+    return _finish(_start(side, inputs, args, python, cores))
+
+
+def paired_ratios(runs: dict) -> dict:
+    """Per-repeat ratios reference / ours of the sampling CPU seconds per system: ``{"ratios", "median", "min",
+    "max"}`` (pairs are the i-th run of each side; None without both sides)."""
+    pairs = [r["sample"]["cpu"] / r["sampled"] / (o["sample"]["cpu"] / o["sampled"])
+             for r, o in zip(runs["reference"], runs["ours"]) if "sample" in r and "sample" in o]
+    if not pairs:
+        return {"ratios": [], "median": None, "min": None, "max": None}
+    return {"ratios": pairs, "median": float(statistics.median(pairs)), "min": min(pairs), "max": max(pairs)}
 
 
 def main(argv=None) -> int:
@@ -567,6 +614,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--cfg-scale", type=float, default=2.0)
     ap.add_argument("--sample-batch-size", type=int, default=100)
+    ap.add_argument("--reference-sample-batch-size", type=int,
+                    help="the reference side's sampling batch (default: --sample-batch-size); give each side its "
+                         "own default with --sample-batch-size 256 (adit sample) --reference-sample-batch-size 100 "
+                         "(the reference's ldm.yaml)")
+    ap.add_argument("--pin", action="store_true", help="pin each child process to the first --threads cores")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run the two sides of a repeat at the same time, each pinned to its own --threads cores "
+                         "(swapped every repeat), so that both see the same machine load")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="train,sample", help="comma-separated: train, sample")
     ap.add_argument("--sides", default="ours,reference", help="comma-separated: ours, reference")
@@ -581,7 +636,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     if args.side:
         fn = run_ours if args.side == "ours" else run_reference
-        Path(args.result).write_text(json.dumps(fn(Path(args.inputs), args)))
+        out = fn(Path(args.inputs), args)
+        out["versions"] = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+                           "cpus": sorted(os.sched_getaffinity(0))}  # what this process itself ran with
+        Path(args.result).write_text(json.dumps(out))
         return 0
     if args.from_json:
         write_report(Path(args.out), json.loads(Path(args.from_json).read_text()))
@@ -593,11 +651,25 @@ def main(argv=None) -> int:
     info = prepare_inputs(inputs, args.train_batches, args.batch_size, args.seed)
     print(f"inputs: {info}", flush=True)
     runs = {"ours": [], "reference": []}
+    python = {"ours": sys.executable, "reference": args.reference_python}
+    cores = sorted(os.sched_getaffinity(0))
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
-        for side in (x for x in order if x in args.sides.split(",")):
-            runs[side].append(_child(side, inputs, args, sys.executable if side == "ours" else args.reference_python))
+        sides = [x for x in order if x in args.sides.split(",")]
+        if args.concurrent:  # both at once, each on its own core(s); the cores swap every repeat
+            width = args.threads
+            if len(cores) < 2 * width:
+                raise SystemExit(f"--concurrent needs {2 * width} cores for {width} thread(s) per side; "
+                                 f"this process may use {len(cores)}")
+            handles = [_start(side, inputs, args, python[side], set(cores[i * width:(i + 1) * width]))
+                       for i, side in enumerate(sides)]
+            for handle in handles:
+                runs[handle[0]].append(_finish(handle))
+        else:
+            pin = set(cores[:args.threads]) if args.pin else None
+            for side in sides:
+                runs[side].append(_child(side, inputs, args, python[side], pin))
     loads = [x[k] for side in runs.values() for x in side for k in ("load_before", "load_after")]
     try:
         commit = subprocess.run(["git", "-C", args.reference_path, "rev-parse", "HEAD"], capture_output=True,
@@ -605,12 +677,15 @@ def main(argv=None) -> int:
     except (OSError, TypeError, subprocess.CalledProcessError):
         commit = "unknown"
     settings = {k: getattr(args, k) for k in ("threads", "repeats", "batch_size", "train_batches", "warmup",
-                                              "num_samples", "steps", "cfg_scale", "sample_batch_size", "seed")}
+                                              "num_samples", "steps", "cfg_scale", "sample_batch_size",
+                                              "reference_sample_batch_size", "pin", "concurrent", "parts",
+                                              "seed")}
     settings.update(machine=args.machine, date=args.date, reference_commit=commit, load_min=min(loads),
                     reference_scatter=runs["reference"][0].get("scatter") if runs["reference"] else "n/a (not run)",
                     load_max=max(loads), torch=torch.__version__)
     shutil.rmtree(inputs.parent, ignore_errors=True)
-    result = {"settings": settings, "inputs": info, "summary": summarise(runs, args), "runs": runs}
+    result = {"settings": settings, "inputs": info, "summary": summarise(runs, args),
+              "sample_paired_cpu_ratios": paired_ratios(runs), "runs": runs}
     write_report(Path(args.out), result)
     print(json.dumps(result["summary"], indent=1, default=float))
     return 0
