@@ -40,6 +40,14 @@ Run::
     python benchmarks/reference_comparison.py --reference-path /path/adit-ref \\
         --reference-python /path/venv/bin/python --threads 1 --repeats 3
 
+Paired sampling of 1,000 crystals, both sides at once on their own cores (the cores swap
+every repeat, so a slower core cannot favour one side), each with its own default batch::
+
+    python benchmarks/reference_comparison.py --reference-path /path/adit-ref \
+        --reference-python /path/venv/bin/python --threads 1 --repeats 5 --parts sample \
+        --num-samples 1000 --sample-batch-size 256 --reference-sample-batch-size 100 --concurrent \
+        --out benchmarks/results/reference_comparison_sampling1000_paired
+
 It writes ``benchmarks/results/reference_comparison.{json,md}`` (text after the
 ``<!-- findings -->`` line of the Markdown file is kept across runs). ``--sides`` and
 ``--parts`` run a subset (for example ``--sides ours --parts sample --num-samples 1000``);

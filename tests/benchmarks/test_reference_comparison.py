@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("reference_comparison", ROOT / "benchmarks" / "reference_comparison.py")
+    path = ROOT / "benchmarks" / "reference_comparison.py"
+    spec = importlib.util.spec_from_file_location("reference_comparison", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
