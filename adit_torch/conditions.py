@@ -407,20 +407,27 @@ def assign_types(logits: torch.Tensor, elements: tuple[int, ...] | None = None,
     """
     logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
     if formula is not None:
-        from scipy.optimize import linear_sum_assignment
-
         n, size = logp.shape[0], sum(formula.values())
         if n % size:
             raise ConfigError(f"{n} atoms are not a multiple of formula {formula_string(formula)}'s {size}")
-        slots = np.repeat(np.array(sorted(formula)), [formula[z] * (n // size) for z in sorted(formula)])
-        rows, cols = linear_sum_assignment(-logp[:, slots - 1])
-        types = np.empty(n, dtype=np.int64)
-        types[rows] = slots[cols]
-        return types
+        return assign_counts(logp, {z: c * (n // size) for z, c in formula.items()})[0]
     if elements is not None:
         allowed = np.array(elements, dtype=np.int64)
         return allowed[np.argmax(logp[:, allowed - 1], axis=-1)]
     return np.argmax(logp, axis=-1).astype(np.int64) + 1
+
+
+def assign_counts(logp: np.ndarray, counts: dict[int, int]) -> tuple[np.ndarray, float]:
+    """The atom types with exactly ``counts`` (atomic number -> atoms, summing to ``n``) of most summed
+    log-probability, and that sum: a linear assignment of the ``(n, Z_max)`` log-probabilities ``logp``
+    to the composition's slots. Returns ``((n,) atomic numbers, score)``."""
+    from scipy.optimize import linear_sum_assignment
+
+    slots = np.repeat(np.array(sorted(counts)), [counts[z] for z in sorted(counts)])
+    rows, cols = linear_sum_assignment(-logp[:, slots - 1])
+    types = np.empty(logp.shape[0], dtype=np.int64)
+    types[rows] = slots[cols]
+    return types, float(logp[rows, slots[cols] - 1].sum())
 
 
 def warn_out_of_range(conditions: SampleConditions, stats: dict | None) -> list[str]:

@@ -158,8 +158,9 @@ def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim
         hist = stats.get("num_atoms_hist", {}).get(kind)
         if space_group is not None and kind == "crystal":
             by_group = stats.get("num_atoms_hist_by_space_group", {}).get(str(int(space_group)), {})
-            by_group = {n: c for n, c in by_group.items()
-                        if int(n) > min_atoms and (not multiple_of or int(n) % multiple_of == 0)}
+            # the group's counts that survive the two filters below; else the kind's histogram goes through them
+            by_group = {n: c for n, c in by_group.items() if int(n) > min_atoms} if min_atoms else by_group
+            by_group = {n: c for n, c in by_group.items() if int(n) % multiple_of == 0} if multiple_of else by_group
             if by_group:
                 hist = by_group
             else:
@@ -292,8 +293,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         else:
             check_fragment(fragment, kind, np.array([fragment.num_atoms + 1]))
         known = encode_fragment(vae, fragment, stats, device)
-    snap = (conditions is not None and conditions.space_group is not None and conditions.symmetrize
-            and kind == "crystal" and fragment is None)
+    snap = snaps_to_space_group(conditions, kind, fragment)
     drawn = draw_sizes_and_noise(stats, kind, num_samples, dit.cfg.latent_dim, seed, num_atoms, device,
                                  0 if known is None else fragment.num_atoms,
                                  conditions.formula_size() if conditions is not None else 0,
@@ -333,6 +333,13 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
         if fragment is not None:
             fidelity_summary(fragment, out)
         yield out
+
+
+def snaps_to_space_group(conditions: SampleConditions | None, kind: str, fragment: AtomicSystem | None) -> bool:
+    """Whether sampling applies the space-group decoding of :mod:`adit_torch.symmetry`: a ``space_group``
+    condition with ``symmetrize`` on, for crystals, and no inpainting fragment (the snap would move it)."""
+    return bool(conditions is not None and conditions.space_group is not None and conditions.symmetrize
+                and kind == "crystal" and fragment is None)
 
 
 def with_lattice(system: AtomicSystem, lattice: np.ndarray) -> AtomicSystem:
@@ -489,11 +496,10 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},
         "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, written)},
     }
-    if (conditions is not None and conditions.space_group is not None and conditions.symmetrize
-            and kind == "crystal" and fragment is None):
-        summary["num_symmetrized"] = snapped  # samples snapped onto the asked space group
     if conditions is not None and conditions.space_group is not None:
-        summary["settings"]["symmetrize"] = bool(conditions.symmetrize and kind == "crystal" and fragment is None)
+        summary["settings"]["symmetrize"] = snaps_to_space_group(conditions, kind, fragment)
+        if summary["settings"]["symmetrize"]:
+            summary["num_symmetrized"] = snapped  # samples snapped onto the asked space group
     if fragment is not None:
         summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds,
                                  "keep_lattice": bool(keep_lattice)}

@@ -255,7 +255,8 @@ def _screen(y, numbers, A, rot, trans, origins) -> np.ndarray:
 
 
 def _project(u, numbers, A, rot, trans, passes: int = 2):
-    """Group average of origin-shifted coordinates ``u`` ``(N, 3)``; None when a permutation fails."""
+    """Group average of origin-shifted coordinates ``u`` ``(N, 3)`` (fractional), ``passes`` times; each
+    operation's permutation is the optimal same-element assignment of the images to the atoms."""
     from scipy.optimize import linear_sum_assignment
 
     inv = np.linalg.inv(rot)
@@ -418,9 +419,7 @@ def compatible_types(logits, number: int, elements: tuple[int, ...] | None = Non
     Returns:
         ``(n,)`` atomic numbers.
     """
-    from scipy.optimize import linear_sum_assignment
-
-    from adit_torch.conditions import assign_types
+    from adit_torch.conditions import assign_counts, assign_types
 
     base = assign_types(logits, elements)
     n = len(base)
@@ -442,12 +441,8 @@ def compatible_types(logits, number: int, elements: tuple[int, ...] | None = Non
             if not ok[left]:
                 return
             tried += 1
-            slots = np.repeat(present, prefix + [left])
-            rows, cols = linear_sum_assignment(-logp[:, slots - 1])
-            score = float(logp[rows, slots[cols] - 1].sum())
+            types, score = assign_counts(logp, dict(zip(present.tolist(), prefix + [left])))
             if score > best_score:
-                types = np.empty(n, dtype=np.int64)
-                types[rows] = slots[cols]
                 best, best_score = types, score
             return
         for value in choices:

@@ -117,10 +117,11 @@ def main() -> None:
     from adit_torch.checkpoint import read_metadata
     from adit_torch.conditions import parse_conditions
     from adit_torch.pretrained import MODELS, pretrained_path
-    from adit_torch.sample import draw_num_atoms, sample_checkpoint
+    from adit_torch.sample import draw_sizes_and_noise, sample_checkpoint
 
     torch.set_num_threads(2)
     path = pretrained_path(args.model) if args.model in MODELS else pathlib.Path(args.model)
+    stats = read_metadata(path)["data"]
     common = dict(steps=args.steps, solver=args.solver, seed=args.seed, progress=False)
     load_before = os.getloadavg()[0]
     rows, base = [], {}
@@ -143,9 +144,9 @@ def main() -> None:
             conditions.restrict_elements = bool(decoding)
             conditions.symmetrize = decoding == "snap"
             sizes = None
-            if decoding == "sizes":  # the counts the snapped run draws (same generator), without the snap
-                hist = read_metadata(path)["data"]["num_atoms_hist_by_space_group"][condition.split("=")[1]]
-                sizes = draw_num_atoms(hist, args.num_samples, torch.Generator().manual_seed(args.seed)).tolist()
+            if decoding == "sizes":  # the counts the snapped run draws (the sampler's own draw), without the snap
+                sizes = draw_sizes_and_noise(stats, kind, args.num_samples, 1, args.seed,
+                                             space_group=int(condition.split("=")[1]))[0].tolist()
             t0 = time.time()
             systems, _ = sample_checkpoint(path, kind, args.num_samples, conditions=conditions, num_atoms=sizes,
                                            **common)
