@@ -454,14 +454,8 @@ def num_guidance_terms(conditions: SampleConditions | None, scale: float) -> int
     return 1 if not extras and scale == 1.0 else 2 + extras
 
 
-def guidance_terms(kind: str, batch: int, conditions: SampleConditions | None, scale: float, dit_cfg,
-                   device, stats: dict | None = None) -> list[tuple[Condition, float]]:
-    """The conditions and weights whose weighted sum of predictions is the guided denoiser (module doc).
-
-    ``batch`` rows each; ``scale`` is the base (periodic) guidance scale. Without optional conditions
-    this is ``[(base, scale), (null, 1 - scale)]``, or ``[(base, 1)]`` when ``scale == 1``. ``stats``
-    (the checkpoint's data header) gives the normalisation of property targets.
-    """
+def _base_condition(kind: str, batch: int, dit_cfg, device) -> Condition:
+    """``batch`` rows of the kind label alone (every optional condition present but null)."""
     label = CRYSTAL if kind == "crystal" else MOLECULE
     base = Condition(periodic=torch.full((batch,), label, dtype=torch.long, device=device))
     if getattr(dit_cfg, "num_space_groups", 0):
@@ -471,26 +465,56 @@ def guidance_terms(kind: str, batch: int, conditions: SampleConditions | None, s
     if getattr(dit_cfg, "num_properties", 0):
         base.properties = torch.zeros(batch, dit_cfg.num_properties, device=device)
         base.properties_mask = torch.zeros(batch, dit_cfg.num_properties, dtype=torch.bool, device=device)
+    return base
+
+
+def _with_condition(full: Condition, key: str, conditions: SampleConditions, dit_cfg, device,
+                    stats: dict | None) -> Condition:
+    """``full`` (a fresh copy) with the asked value of condition ``key`` set on every row."""
+    batch = full.periodic.shape[0]
+    if key in PROPERTIES:
+        if not stats or "property_mean" not in stats:
+            raise CheckpointError(f"--condition {key}: the checkpoint has no property normalisation "
+                                  "(property_mean / property_std in its header)")
+        j = list(PROPERTIES).index(key)
+        target = (conditions.properties[key] - stats["property_mean"][j]) / stats["property_std"][j]
+        full.properties = full.properties.clone()
+        full.properties[:, j] = target
+        full.properties_mask = full.properties_mask.clone()
+        full.properties_mask[:, j] = True
+    elif key == "space_group":
+        full.space_group = torch.full((batch,), conditions.space_group, dtype=torch.long, device=device)
+    else:
+        vec = torch.zeros(batch, dit_cfg.num_element_types, device=device)
+        vec[:, torch.tensor(conditions.chemical_system, device=device) - 1] = 1.0
+        full.elements = vec
+    return full
+
+
+def all_conditions(kind: str, batch: int, conditions: SampleConditions | None, dit_cfg, device,
+                   stats: dict | None = None) -> Condition:
+    """``batch`` rows with the kind label and every asked condition set: the one unguided prediction
+    used outside a guidance interval (:class:`adit_torch.dit.GuidedDenoiser`)."""
+    full = _base_condition(kind, batch, dit_cfg, device)
+    for key in (conditions.keys() if conditions is not None else []):
+        full = _with_condition(full.index(slice(None)), key, conditions, dit_cfg, device, stats)
+    return full
+
+
+def guidance_terms(kind: str, batch: int, conditions: SampleConditions | None, scale: float, dit_cfg,
+                   device, stats: dict | None = None) -> list[tuple[Condition, float]]:
+    """The conditions and weights whose weighted sum of predictions is the guided denoiser (module doc).
+
+    ``batch`` rows each; ``scale`` is the base (periodic) guidance scale. Without optional conditions
+    this is ``[(null, 1 - scale), (base, scale)]``, or ``[(base, 1)]`` when ``scale == 1``; each optional
+    condition adds ``(base with that condition, its scale)`` and takes its scale from the base term's weight. ``stats``
+    (the checkpoint's data header) gives the normalisation of property targets.
+    """
+    base = _base_condition(kind, batch, dit_cfg, device)
     extras = []
     for key in (conditions.keys() if conditions is not None else []):
-        full = base.index(slice(None))
-        if key in PROPERTIES:
-            if not stats or "property_mean" not in stats:
-                raise CheckpointError(f"--condition {key}: the checkpoint has no property normalisation "
-                                      "(property_mean / property_std in its header)")
-            j = list(PROPERTIES).index(key)
-            target = (conditions.properties[key] - stats["property_mean"][j]) / stats["property_std"][j]
-            full.properties = full.properties.clone()
-            full.properties[:, j] = target
-            full.properties_mask = full.properties_mask.clone()
-            full.properties_mask[:, j] = True
-        elif key == "space_group":
-            full.space_group = torch.full((batch,), conditions.space_group, dtype=torch.long, device=device)
-        else:
-            vec = torch.zeros(batch, dit_cfg.num_element_types, device=device)
-            vec[:, torch.tensor(conditions.chemical_system, device=device) - 1] = 1.0
-            full.elements = vec
-        extras.append((full, conditions.scale(key)))
+        extras.append((_with_condition(base.index(slice(None)), key, conditions, dit_cfg, device, stats),
+                       conditions.scale(key)))
     if not extras and scale == 1.0:
         return [(base, 1.0)]
     terms = [(base.null(), 1.0 - scale), (base, scale - sum(s for _, s in extras))]

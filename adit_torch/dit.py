@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from adit_torch.config import DiTConfig
+from adit_torch.flow import in_interval
 from adit_torch.layers import Attention, Mlp
 
 #: Labels of the periodicity condition; NULL is the classifier-free guidance label.
@@ -270,6 +271,11 @@ class GuidedDenoiser:
     and gathered per sample at call time. Called with a ``t`` that is not one value of the grid, it
     falls back to plain forwards of the stacked batch.
 
+    With ``interval = (lo, hi)`` the guided sum is used only at times ``lo <= t <= hi``; at other times
+    the prediction is one forward under ``unguided`` (every asked condition at weight 1), so those
+    steps cost one forward per sample instead of ``len(terms)`` (guidance in a limited interval,
+    Kynkaanniemi et al. 2024).
+
     Args:
         dit: the model (eval mode).
         mask: ``(B, N)`` bool, True = real token.
@@ -277,56 +283,72 @@ class GuidedDenoiser:
         scale: guidance scale (1 = conditional only, no doubling); ignored when ``terms`` is given.
         times: the times in [0, 1) at which it will be called (e.g. ``i / steps``).
         terms: ``[(Condition of B rows, weight), ...]``; weights usually sum to 1.
+        interval: ``(lo, hi)`` times where guidance applies; None = everywhere.
+        unguided: the :class:`Condition` (B rows) used outside ``interval`` (default ``cond``, or the
+            highest-weighted term's condition).
     """
 
     @torch.no_grad()
     def __init__(self, dit: DiT, mask: torch.Tensor, cond: Condition | None, scale: float, times,
-                 terms: list[tuple[Condition, float]] | None = None):
+                 terms: list[tuple[Condition, float]] | None = None,
+                 interval: tuple[float, float] | None = None, unguided: Condition | None = None):
         if terms is None:
             scale = float(scale)
             terms = [(cond, 1.0)] if scale == 1.0 else [(cond, scale), (cond.null(), 1.0 - scale)]
-        self.dit, self.mask = dit, mask
-        self.weights = [float(w) for _, w in terms]
-        self.copies = len(terms)
+        self.dit, self.mask, self.interval = dit, mask, interval
+        self.index = {v: i for i, v in enumerate(torch.as_tensor(list(times), dtype=torch.float32).tolist())}
+        self.guided = self._plan(terms, times)
+        self.single = self.guided
+        if interval is not None and len(terms) > 1:
+            if unguided is None:
+                unguided = cond if cond is not None else max(terms, key=lambda term: term[1])[0]
+            self.single = self._plan([(unguided, 1.0)], times)
+
+    def _plan(self, terms: list[tuple[Condition, float]], times) -> dict:
+        """Stacked conditions, mask and per-time modulations of one weighted sum of forwards."""
+        dit, mask = self.dit, self.mask
         full = terms[0][0]
         for c, _ in terms[1:]:
             full = full.cat(c)
-        self.full = full
-        self.mask_full = torch.cat([mask] * self.copies) if self.copies > 1 else mask
-        rows, self.inverse = torch.unique(dit.c_embed(full), dim=0, return_inverse=True)  # (U, D), (T B,)
+        copies = len(terms)
+        rows, inverse = torch.unique(dit.c_embed(full), dim=0, return_inverse=True)  # (U, D), (T B,)
         tt = torch.as_tensor(list(times), dtype=torch.float32, device=mask.device)
         c = dit.t_embed(tt)[:, None, :] + rows[None]  # (S, U, D)
-        self.block_mods = [block.ada(c) for block in dit.blocks]  # each (S, U, 6 D)
-        self.final_mods = dit.final.ada(c)  # (S, U, 2 D)
-        self.index = {v: i for i, v in enumerate(tt.tolist())}
+        return {"weights": [float(w) for _, w in terms], "copies": copies, "full": full,
+                "mask_full": torch.cat([mask] * copies) if copies > 1 else mask, "inverse": inverse,
+                "block_mods": [block.ada(c) for block in dit.blocks],  # each (S, U, 6 D)
+                "final_mods": dit.final.ada(c)}  # (S, U, 2 D)
 
-    def _combine(self, out: torch.Tensor) -> torch.Tensor:
-        if self.copies == 1:
+    @staticmethod
+    def _combine(plan: dict, out: torch.Tensor) -> torch.Tensor:
+        if plan["copies"] == 1:
             return out
-        parts = out.chunk(self.copies)
-        total = self.weights[0] * parts[0]
-        for w, part in zip(self.weights[1:], parts[1:]):
+        parts = out.chunk(plan["copies"])
+        total = plan["weights"][0] * parts[0]
+        for w, part in zip(plan["weights"][1:], parts[1:]):
             total = total + w * part
         return total
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, self_cond: torch.Tensor | None) -> torch.Tensor:
         """``x (B, N, latent)``, ``t (B,)`` (one value), ``self_cond`` -> guided clean latents ``(B, N, latent)``."""
-        dit, k = self.dit, self.copies
+        dit = self.dit
+        plan = self.guided if in_interval(float(t[0]), self.interval) else self.single
+        k = plan["copies"]
         i = self.index.get(float(t[0])) if bool((t == t[0]).all()) else None
         if i is None:
             sc = None if self_cond is None else torch.cat([self_cond] * k)
-            out = dit(torch.cat([x] * k), torch.cat([t] * k), self.mask_full, self.full, sc)
-            return self._combine(out)
+            out = dit(torch.cat([x] * k), torch.cat([t] * k), plan["mask_full"], plan["full"], sc)
+            return self._combine(plan, out)
         inp = x
         if dit.cfg.self_condition:
             inp = torch.cat([x, torch.zeros_like(x) if self_cond is None else self_cond], dim=-1)
         h = dit.x_embed(inp)  # identical for every term: embed once
         if k > 1:
             h = torch.cat([h] * k)
-        for block, mods in zip(dit.blocks, self.block_mods):
-            h = block.modulated(h, mods[i][self.inverse], self.mask_full)
-        out = self._combine(dit.final.modulated(h, self.final_mods[i][self.inverse]))
+        for block, mods in zip(dit.blocks, plan["block_mods"]):
+            h = block.modulated(h, mods[i][plan["inverse"]], plan["mask_full"])
+        out = self._combine(plan, dit.final.modulated(h, plan["final_mods"][i][plan["inverse"]]))
         if dit.cfg.residual_x1:
             out = x + (1 - t.to(out.dtype)).view(-1, 1, 1) * out
         return out * self.mask.unsqueeze(-1).to(out.dtype)

@@ -9,8 +9,9 @@ error weighted by ``1 / (1 - min(t, t_clip))^2``: the velocity error
 half of the time. Sampling integrates the ODE ``dx/dt = (x1_hat - x_t) / (1 - t)``
 (the velocity implied by a clean prediction) on a time grid (:func:`time_grid`:
 uniform, denser near ``t = 1``, or the reference's) with a chosen solver
-(:data:`SOLVERS`: Euler, Heun, midpoint); :func:`solve` counts the network
-evaluations (NFE) it spends.
+(:data:`SOLVERS`: Euler, Heun, midpoint, and a second-order multistep method that
+reuses the previous step's prediction); :func:`solve` counts the network evaluations (NFE) it
+spends.
 
 The network is any callable ``net(x_t, t, self_cond) -> x1_hat`` with
 ``x_t (B, N, D)``, ``t (B,)``, ``self_cond (B, N, D) | None``; conditions and
@@ -19,6 +20,7 @@ guidance are bound into it by the caller.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -27,8 +29,10 @@ from adit_torch.config import FlowConfig
 from adit_torch.errors import ConfigError
 
 #: ODE solvers of :func:`solve`: network evaluations per step (the last Heun step, which ends at
-#: ``t = 1`` where the velocity is undefined, is an Euler step: one evaluation).
-SOLVERS = {"euler": 1, "heun": 2, "midpoint": 2}
+#: ``t = 1`` where the velocity is undefined, is an Euler step: one evaluation). ``multistep`` is
+#: second order at one evaluation per step (DPM-Solver++(2M) of Lu et al. 2022 written for this
+#: path, see :func:`solve`).
+SOLVERS = {"euler": 1, "heun": 2, "midpoint": 2, "multistep": 1}
 #: Time grids of :func:`time_grid`.
 TIME_GRIDS = ("uniform", "power", "reference")
 
@@ -101,6 +105,15 @@ def euler_sample(net: Denoiser, mask: torch.Tensor, dim: int, steps: int, genera
     return solve(net, x0.to(dtype), mask, time_grid(steps), "euler", self_condition)[0]
 
 
+def _half_logsnr(t: float) -> float:
+    """``log(t / (1 - t))``, infinite at ``t = 0`` and ``t = 1``."""
+    if t <= 0.0:
+        return -math.inf
+    if t >= 1.0:
+        return math.inf
+    return math.log(t) - math.log1p(-t)
+
+
 def _check_solver(solver: str) -> None:
     if solver not in SOLVERS:
         raise ConfigError(f"unknown ODE solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -112,14 +125,30 @@ def ends_with_clean_prediction(kind: str) -> bool:
     return kind == "reference"
 
 
+def evaluation_schedule(grid: list[float], solver: str = "euler", final_clean: bool = False) -> list[float]:
+    """The time of every network evaluation :func:`solve` makes on ``grid``, in order, repeats kept
+    (a Heun corrector and the next step's predictor both evaluate at the same time)."""
+    _check_solver(solver)
+    out = []
+    for t0, t1 in zip(grid[:-1], grid[1:]):
+        out.append(t0)
+        if solver == "heun" and t1 < 1.0:
+            out.append(t1)
+        elif solver == "midpoint":
+            out.append(0.5 * (t0 + t1))
+    if final_clean:
+        out.append(grid[-1])
+    return out
+
+
 def nfe_of(grid: list[float], solver: str = "euler", final_clean: bool = False) -> int:
     """Network evaluations :func:`solve` spends on ``grid`` with ``solver`` (per sample, per guidance half)."""
-    _check_solver(solver)
-    steps = len(grid) - 1
-    nfe = SOLVERS[solver] * steps
-    if solver == "heun" and grid[-1] >= 1.0:
-        nfe -= 1
-    return nfe + int(final_clean)
+    return len(evaluation_schedule(grid, solver, final_clean))
+
+
+def in_interval(t: float, interval: tuple[float, float] | None) -> bool:
+    """Whether time ``t`` lies in the closed ``interval`` ``(lo, hi)``; None is everywhere."""
+    return interval is None or interval[0] <= t <= interval[1]
 
 
 def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> list[float]:
@@ -149,18 +178,9 @@ def time_grid(steps: int, kind: str = "uniform", power: float = 2.0) -> list[flo
 
 
 def evaluation_times(grid: list[float], solver: str = "euler", final_clean: bool = False) -> list[float]:
-    """Every time at which :func:`solve` calls the network on ``grid`` (for caches keyed by time)."""
-    _check_solver(solver)
-    out = []
-    for t0, t1 in zip(grid[:-1], grid[1:]):
-        out.append(t0)
-        if solver == "heun" and t1 < 1.0:
-            out.append(t1)
-        elif solver == "midpoint":
-            out.append(0.5 * (t0 + t1))
-    if final_clean:
-        out.append(grid[-1])
-    return sorted(set(out))
+    """Every distinct time at which :func:`solve` calls the network on ``grid``, sorted (for caches keyed
+    by time)."""
+    return sorted(set(evaluation_schedule(grid, solver, final_clean)))
 
 
 @torch.no_grad()
@@ -174,8 +194,15 @@ def solve(net: Denoiser, x0: torch.Tensor, mask: torch.Tensor, grid: list[float]
         mask: ``(B, N)`` bool.
         grid: increasing times (:func:`time_grid`); a step that ends at ``t = 1`` lands on the
             clean prediction.
-        solver: ``euler``, ``heun`` (trapezoidal predictor-corrector, 2nd order) or ``midpoint``
-            (2nd order).
+        solver: ``euler``, ``heun`` (trapezoidal predictor-corrector, 2nd order), ``midpoint``
+            (2nd order) or ``multistep`` (2nd order, one evaluation per step). ``multistep`` is the
+            DPM-Solver++(2M) update for the path ``x_t = t x1 + (1 - t) x0``: in the half log-SNR
+            ``lambda = log(t / (1 - t))`` the exact step under a constant clean prediction ``D`` is
+            ``x <- (1 - t1) / (1 - t0) x + (t1 - t0 (1 - t1) / (1 - t0)) D`` (which is Euler's step with
+            ``D = x1_hat``), and ``D`` is extrapolated linearly in ``lambda`` from this step's and the
+            previous step's predictions, ``D = x1_hat + (x1_hat - x1_hat_prev) h / (2 h_prev)``. Steps
+            that start at ``t = 0`` or follow one, and the step that ends at ``t = 1`` (infinite
+            ``lambda``), use ``D = x1_hat``.
         self_condition: feed the latest ``x1_hat`` back as self-conditioning.
         final_clean: after the last step, evaluate once more at ``grid[-1]`` and return that clean
             prediction (the reference's ending when its grid stops at 1 after Euler steps).
@@ -199,9 +226,22 @@ def solve(net: Denoiser, x0: torch.Tensor, mask: torch.Tensor, grid: list[float]
     def velocity(x_t, t):
         return (clean(x_t, t) - x_t) / (1.0 - t)
 
+    prev = None  # multistep: (h of the previous step, its clean prediction)
     for t0, t1 in zip(grid[:-1], grid[1:]):
         dt = t1 - t0
-        if solver == "midpoint":
+        if solver == "multistep":
+            d = clean(x, t0)
+            h = _half_logsnr(t1) - _half_logsnr(t0)
+            if t1 >= 1.0:
+                x = d
+            else:
+                target = d
+                if prev is not None and math.isfinite(prev[0]) and math.isfinite(h):
+                    target = d + (d - prev[1]) * (h / (2.0 * prev[0]))
+                ratio = (1.0 - t1) / (1.0 - t0)
+                x = ratio * x + (t1 - t0 * ratio) * target
+            prev = (h, d)
+        elif solver == "midpoint":
             x_mid = x + 0.5 * dt * velocity(x, t0)
             x = x + dt * velocity(x_mid, t0 + 0.5 * dt)
         else:

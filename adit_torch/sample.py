@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from adit_torch.conditions import (
     SampleConditions,
+    all_conditions,
     assign_types,
     guidance_terms,
     num_guidance_terms,
@@ -34,7 +35,14 @@ from adit_torch.conditions import (
 from adit_torch.config import FlowConfig
 from adit_torch.dit import CRYSTAL, MOLECULE, GuidedDenoiser
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.flow import ends_with_clean_prediction, evaluation_times, nfe_of, solve, time_grid
+from adit_torch.flow import (
+    ends_with_clean_prediction,
+    evaluation_schedule,
+    evaluation_times,
+    in_interval,
+    solve,
+    time_grid,
+)
 from adit_torch.inpaint import (
     KeepKnown,
     check_fragment,
@@ -191,12 +199,31 @@ def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim
 
 
 @torch.no_grad()
+def check_guidance_interval(interval) -> tuple[float, float] | None:
+    """``interval`` as ``(lo, hi)`` floats with ``0 <= lo <= hi <= 1`` (None passes); a clear error otherwise."""
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ConfigError(f"guidance_interval must be two times (lo, hi) in [0, 1], got {interval!r}") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ConfigError(f"guidance_interval must satisfy 0 <= lo <= hi <= 1, got ({lo}, {hi})")
+    return lo, hi
+
+
+def forward_passes(schedule: list[float], terms: int, interval: tuple[float, float] | None = None) -> int:
+    """Network forwards per sample over an evaluation ``schedule`` (:func:`adit_torch.flow.evaluation_schedule`)
+    with ``terms`` guidance terms applied inside ``interval`` (everywhere when None) and one forward elsewhere."""
+    return sum(terms if in_interval(t, interval) else 1 for t in schedule)
+
+
 def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, num_samples: int,
                    steps: int | None = None, cfg_scale: float | None = None, seed: int = 0, batch_size: int = 256,
                    num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                    solver: str = "euler", grid: str = "uniform", known: torch.Tensor | None = None,
                    precision: str = "fp32", only: np.ndarray | None = None, drawn: tuple | None = None,
-                   conditions: SampleConditions | None = None):
+                   conditions: SampleConditions | None = None, guidance_interval: tuple[float, float] | None = None):
     """Integrate the DiT's flow for ``num_samples`` systems of ``kind``, one padded group at a time.
 
     Arguments as :func:`sample_systems`; ``known`` ``(k, latent)`` or ``(num_samples, k, latent)``
@@ -211,6 +238,8 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     padding), ``mask (B, N)``, ``periodic (B,)`` bool and ``dataset (B,)`` long, ready for
     :meth:`adit_torch.vae.VAE.decode_to_systems`. ``conditions`` (:class:`adit_torch.conditions.SampleConditions`)
     adds optional conditions, each with its own guidance scale (:func:`adit_torch.conditions.guidance_terms`).
+    ``guidance_interval`` ``(lo, hi)`` applies guidance only at times ``lo <= t <= hi`` (see
+    :func:`check_guidance_interval`); elsewhere one forward with every asked condition.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
@@ -222,6 +251,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     scale = flow_cfg.cfg_scale if cfg_scale is None else float(cfg_scale)
     if steps <= 0:
         raise ConfigError(f"steps must be positive, got {steps}")
+    guidance_interval = check_guidance_interval(guidance_interval)
     if conditions is not None:
         conditions.check(dit.cfg, kind, stats=stats)
     dim = dit.cfg.latent_dim
@@ -234,10 +264,12 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
     std = torch.tensor(stats.get("latent_std", [1.0] * dim), device=device)
     label = KINDS[kind]
     fixed_s, token_s = forward_cost(dit, device, precision)
-    slot_s = token_s * num_guidance_terms(conditions, scale)  # forwards per sample and step
     ts = time_grid(steps, grid)
     final_clean = ends_with_clean_prediction(grid)
     times = evaluation_times(ts, solver, final_clean)
+    schedule = evaluation_schedule(ts, solver, final_clean)
+    passes = forward_passes(schedule, num_guidance_terms(conditions, scale), guidance_interval)
+    slot_s = token_s * passes / len(schedule)  # mean forwards per sample and evaluation
     if only is None:
         groups = padded_groups(counts, batch_size, fixed_s, slot_s)
     else:
@@ -250,7 +282,9 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
         for row, j in enumerate(idx):
             x0[row, :counts[j]] = noise[offsets[j]:offsets[j + 1]]
         terms = guidance_terms(kind, bsz, conditions, scale, dit.cfg, device, stats)
-        net = GuidedDenoiser(dit, mask, None, scale, times, terms)
+        unguided = None if guidance_interval is None else all_conditions(kind, bsz, conditions, dit.cfg, device,
+                                                                         stats)
+        net = GuidedDenoiser(dit, mask, None, scale, times, terms, guidance_interval, unguided)
         if known is not None:
             net = KeepKnown(net, known if known.dim() == 2 else known[torch.as_tensor(idx, device=known.device)])
         with _autocast(device, precision):
@@ -268,7 +302,8 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                  num_atoms: int | list[int] | None = None, device="cpu", progress: bool = True,
                  solver: str = "euler", grid: str = "uniform", fragment: AtomicSystem | None = None,
                  inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None,
-                 conditions: SampleConditions | None = None, keep_lattice: bool = False):
+                 conditions: SampleConditions | None = None, keep_lattice: bool = False,
+                 guidance_interval: tuple[float, float] | None = None):
     """Generate the samples of :func:`sample_systems` in order, ``chunk`` at a time.
 
     Yields lists of :class:`AtomicSystem` (samples ``0..chunk-1``, then the next ``chunk``, ...),
@@ -277,6 +312,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
     """
     if inpaint_rounds < 1:
         raise ConfigError(f"inpaint_rounds must be at least 1, got {inpaint_rounds}")
+    guidance_interval = check_guidance_interval(guidance_interval)
     chunk = num_samples if chunk is None else int(chunk)
     if chunk <= 0:
         raise ConfigError(f"chunk must be positive, got {chunk}")
@@ -320,7 +356,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
             out = [None] * len(only)
             for idx, z, mask, periodic, dataset in sample_latents(
                     dit, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed, batch_size, num_atoms, device,
-                    progress, solver, grid, round_known, precision, only, drawn, conditions):
+                    progress, solver, grid, round_known, precision, only, drawn, conditions, guidance_interval):
                 for j, s in zip(idx, vae.decode_to_systems(z, mask, periodic, dataset, types_of)):
                     if keep_lattice and round_ == rounds - 1:  # the last round's decode only (see sample_systems)
                         s = with_lattice(s, fragment.lattice)
@@ -376,7 +412,8 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
                    solver: str = "euler", grid: str = "uniform",
                    fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                    precision: str = "fp32", conditions: SampleConditions | None = None,
-                   keep_lattice: bool = False) -> list[AtomicSystem]:
+                   keep_lattice: bool = False, guidance_interval: tuple[float, float] | None = None,
+                   ) -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
@@ -389,7 +426,7 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         batch_size: most systems per forward pass (batches are padded to their largest system when
             that is cheaper than another forward, see :func:`padded_groups`).
         num_atoms: one count for all samples, a list of counts, or None (histogram).
-        solver: ODE solver (:data:`adit_torch.flow.SOLVERS`: euler, heun, midpoint).
+        solver: ODE solver (:data:`adit_torch.flow.SOLVERS`: euler, heun, midpoint, multistep).
         grid: time grid (:data:`adit_torch.flow.TIME_GRIDS`: uniform, power, reference).
         fragment: atoms to keep (inpainting, :mod:`adit_torch.inpaint`): they become the first
             atoms of every sample, each of which must have more atoms than the fragment; each
@@ -406,10 +443,14 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
             decoded lattices: imposing the kept one before the refinement round kept fewer fragment
             elements (91% against 99% of 96 samples over 6 MP-20 crystals, 2 kept sites each).
             Give ``num_atoms`` to suit the cell's volume: histogram counts ignore it.
+        guidance_interval: ``(lo, hi)``: guidance (every term of :func:`adit_torch.conditions.guidance_terms`)
+            only at times ``lo <= t <= hi`` of the flow (0 = noise, 1 = data); elsewhere one forward with
+            every asked condition. None (default) guides every step.
     """
     return [s for part in iter_systems(dit, vae, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed,
                                        batch_size, num_atoms, device, progress, solver, grid, fragment,
-                                       inpaint_rounds, precision, conditions=conditions, keep_lattice=keep_lattice)
+                                       inpaint_rounds, precision, conditions=conditions, keep_lattice=keep_lattice,
+                                       guidance_interval=guidance_interval)
             for s in part]
 
 
@@ -443,6 +484,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                       fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                       precision: str = "fp32", chunk: int | None = None,
                       sink=None, conditions: SampleConditions | None = None, keep_lattice: bool = False,
+                      guidance_interval: tuple[float, float] | None = None,
                       ) -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
@@ -452,7 +494,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     With ``sink``, the samples are made ``chunk`` at a time (:func:`iter_systems`) and each chunk, in
     order, is passed to ``sink(systems)`` and not kept: the returned list is empty and memory is
     bounded by the chunk whatever ``num_samples`` is (``adit sample`` streams its files this way).
-    ``conditions`` and ``keep_lattice`` as in :func:`sample_systems`; they are recorded in the summary.
+    ``conditions``, ``keep_lattice`` and ``guidance_interval`` as in :func:`sample_systems`; they are recorded
+    in the summary.
     """
     from adit_torch.checkpoint import load_dit
 
@@ -467,7 +510,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
                              precision, chunk if sink is not None else None, conditions=conditions,
-                             keep_lattice=keep_lattice):
+                             keep_lattice=keep_lattice, guidance_interval=guidance_interval):
         written += len(part)
         failed += sum(bool(s.info.get("decode_failed")) for s in part)
         snapped += sum(bool(s.info.get("symmetrized")) for s in part)
@@ -481,17 +524,21 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     n_steps = steps or flow_cfg.steps
     scale = flow_cfg.cfg_scale if cfg_scale is None else cfg_scale
     rounds = inpaint_rounds if fragment is not None else 1
-    nfe = rounds * nfe_of(time_grid(n_steps, grid), solver, ends_with_clean_prediction(grid))
+    schedule = evaluation_schedule(time_grid(n_steps, grid), solver, ends_with_clean_prediction(grid))
+    nfe = rounds * len(schedule)
+    passes = rounds * forward_passes(schedule, num_guidance_terms(conditions, scale),
+                                     check_guidance_interval(guidance_interval))
     elapsed = time.time() - t0 - t_load
     summary = {
         "num_requested": num_samples, "num_written": written, "kind": kind,
         "num_failed_decodes": failed,
         "nfe": nfe,
-        "forward_passes_per_sample": nfe * num_guidance_terms(conditions, scale),
+        "forward_passes_per_sample": passes,
         "conditions": conditions.as_dict() if conditions is not None else {},
         "settings": {"checkpoint": str(path), "steps": n_steps, "solver": solver, "time_grid": grid,
                      "precision": precision,
                      "cfg_scale": scale, "seed": seed,
+                     "guidance_interval": None if guidance_interval is None else list(guidance_interval),
                      "batch_size": batch_size, "num_atoms": num_atoms, "device": str(device),
                      "model_size": meta.get("size"), "trained_on": meta.get("data", {}).get("dataset")},
         "timing": {"load_s": t_load, "sample_s": elapsed, "per_sample_ms": 1000 * elapsed / max(1, written)},

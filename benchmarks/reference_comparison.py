@@ -304,49 +304,43 @@ def _reference_data(data: dict, idx) -> list:
     return out
 
 
-def run_reference(inputs: Path, args) -> dict:
-    """Time the reference VAE step, DiT step and sampling at the XS size on the prepared inputs."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-    from torch_geometric.data import Batch
+def build_reference(ref: Path, sizes: dict, hists: dict, tmp: Path):
+    """The reference's VAE and latent diffusion module built from its own YAML configs at our sizes.
 
-    ref = Path(args.reference_path).resolve()
+    ``sizes``: ``{"vae": VAEConfig dict, "dit": DiTConfig dict}``; ``hists``: ``{"mp_20" | "qm9" | "qmof":
+    (atom counts, frequencies)}``, written where the reference reads its ``num_nodes_bincount.pt``;
+    ``tmp``: a scratch folder for those files. Imports the reference from ``ref`` (its evaluation modules
+    stubbed, :func:`_stub_reference_extras`). Returns ``(vae, ldm, conf, scatter_impl)``, ``conf(name)``
+    loading one of its YAML files.
+    """
     sys.path.insert(0, str(ref))
     scatter_impl = _stub_reference_extras()
-    from src.callbacks.ema import EMAOptimizer
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
     from src.models import ldm_module
 
-    data = dict(np.load(inputs))
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)  # noqa: NPY002 - the reference draws its corruption with np.random
-    import random
-    import warnings
-
-    random.seed(args.seed)
-    tmp = Path(tempfile.mkdtemp(prefix="adit_ref_"))
-    hist = torch.zeros(int(data["hist_sizes"].max()) + 1, dtype=torch.long)
-    hist[torch.as_tensor(data["hist_sizes"])] = torch.as_tensor(data["hist_counts"])
     for sub in ("mp_20", "qm9", "qmof", "mp_20/raw"):
         (tmp / sub).mkdir(parents=True, exist_ok=True)
-    for sub in ("mp_20", "qm9", "qmof"):
+    for sub, (counts_of, freq) in hists.items():
+        hist = torch.zeros(int(np.max(counts_of)) + 1, dtype=torch.long)
+        hist[torch.as_tensor(np.asarray(counts_of))] = torch.as_tensor(np.asarray(freq))
         torch.save(hist, tmp / sub / "num_nodes_bincount.pt")
     torch.save(torch.ones(231), tmp / "mp_20" / "spacegroups_bincount.pt")
     torch.save([], tmp / "qm9" / "smiles.pt")
     (tmp / "mp_20/raw/all.csv").write_text("cif\n")
 
-    conf = lambda name: OmegaConf.load(ref / "configs" / name)
-    ours = json.loads(str(data["sizes"]))
-    v, d = ours["vae"], ours["dit"]
-    sizes = {"d_model": v["d_model"], "nhead": v["num_heads"], "dim_feedforward": int(v["mlp_ratio"] * v["d_model"]),
-             "num_layers": v["num_layers"]}
+    conf = lambda name: OmegaConf.load(ref / "configs" / name)  # noqa: E731
+    v, d = sizes["vae"], sizes["dit"]
+    enc = {"d_model": v["d_model"], "nhead": v["num_heads"], "dim_feedforward": int(v["mlp_ratio"] * v["d_model"]),
+           "num_layers": v["num_layers"]}
     root = OmegaConf.create({
         "encoder": conf("encoder/transformer.yaml"), "decoder": conf("decoder/transformer.yaml"),
         "autoencoder_module": conf("autoencoder_module/vae.yaml"),
         "diffusion_module": conf("diffusion_module/ldm.yaml"),
         "trainer": {"check_val_every_n_epoch": 1}, "paths": {"viz_dir": str(tmp), "data_dir": str(tmp)},
     })
-    root.encoder.update(sizes)
-    root.decoder.update(sizes)
+    root.encoder.update(enc)
+    root.decoder.update(enc)
     root.autoencoder_module.latent_dim = v["latent_dim"]
     root.diffusion_module.denoiser.update({"d_x": d["latent_dim"], "d_model": d["d_model"],
                                            "nhead": d["num_heads"], "num_layers": d["num_layers"],
@@ -355,6 +349,26 @@ def run_reference(inputs: Path, args) -> dict:
     vae = instantiate(root.autoencoder_module).train()
     ldm_module.VariationalAutoencoderLitModule.load_from_checkpoint = staticmethod(lambda *a, **k: copy.deepcopy(vae))
     ldm = instantiate(root.diffusion_module)
+    return vae, ldm, conf, scatter_impl
+
+
+def run_reference(inputs: Path, args) -> dict:
+    """Time the reference VAE step, DiT step and sampling at the XS size on the prepared inputs."""
+    ref = Path(args.reference_path).resolve()
+    data = dict(np.load(inputs))
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)  # noqa: NPY002 - the reference draws its corruption with np.random
+    import random
+    import warnings
+
+    random.seed(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="adit_ref_"))
+    hist = (data["hist_sizes"], data["hist_counts"])
+    vae, ldm, conf, scatter_impl = build_reference(ref, json.loads(str(data["sizes"])),
+                                                   {"mp_20": hist, "qm9": hist, "qmof": hist}, tmp)
+    from src.callbacks.ema import EMAOptimizer
+    from torch_geometric.data import Batch
+
     out = {"systems": {"random": [len(b) for b in data["random"]]},
            "vae_params": sum(p.numel() for p in vae.parameters()),
            "dit_params": sum(p.numel() for p in ldm.denoiser.parameters()), "scatter": scatter_impl}
@@ -503,11 +517,22 @@ def write_report(out: Path, result: dict) -> None:
         + ", atom counts drawn from the MP-20 training histogram by each side with its own generator; ours "
         "includes the read-out into `AtomicSystem` objects.", "",
     ]
+    if "sample" not in a.get("parts", "train,sample"):
+        del lines[-2]  # no sampling was run
     versions = {side: runs[0].get("versions") for side, runs in result.get("runs", {}).items() if runs}
     if any(versions.values()):
         lines += ["Versions, as each child process recorded them: " + "; ".join(
             f"{side}: Python {v['python']}, torch {v['torch']}, numpy {v['numpy']}"
             for side, v in versions.items() if v) + ".", ""]
+    train_pairs = paired_train_ratios(result.get("runs", {}))
+    if train_pairs:
+        lines += ["Training, paired CPU-time ratios ours / reference in systems per CPU-second, one per repeat:", ""]
+        for (key, batches), p in train_pairs.items():
+            what = "same batches" if batches == "random" else "own (bucketed) batches"
+            lines.append(f"- {'VAE' if key == 'vae' else 'DiT'}, {what}: "
+                         f"{', '.join(f'{x:.2f}x' for x in p['ratios'])}; median **{p['median']:.2f}x** "
+                         f"(min {p['min']:.2f}x, max {p['max']:.2f}x)")
+        lines.append("")
     paired = result.get("sample_paired_cpu_ratios") or {}
     if paired.get("ratios"):
         lines += [f"Sampling, paired CPU-time ratios reference / ours, one per repeat: "
@@ -526,6 +551,9 @@ def write_report(out: Path, result: dict) -> None:
                          f" | {_fmt(r[f'{key}_ours_bucketed'])} | {_fmt(r[f'{key}_speedup_same_batches'], '.2f')}x"
                          f" | {_fmt(r[f'{key}_speedup_own_batching'], '.2f')}x |")
         ref_s, our_s = r["sample_reference_s_per_system"], r["sample_ours_s_per_system"]
+        if ref_s is None and our_s is None:
+            lines.append("")
+            continue
         how = "measured" if a["num_samples"] == 1000 else "linear extrapolation; ours batches better at 1,000"
         lines += [
             "", f"## Sampling, {title}", "",
@@ -606,6 +634,21 @@ def paired_ratios(runs: dict) -> dict:
     if not pairs:
         return {"ratios": [], "median": None, "min": None, "max": None}
     return {"ratios": pairs, "median": float(statistics.median(pairs)), "min": min(pairs), "max": max(pairs)}
+
+
+def paired_train_ratios(runs: dict) -> dict:
+    """Per-repeat training speed-ups ours / reference (systems per CPU-second), keyed ``(vae|dit, random|bucketed)``:
+    ``{"ratios", "median", "min", "max"}``; the i-th run of each side is a pair. Empty without training runs."""
+    out = {}
+    for key in ("vae", "dit"):
+        for batches in ("random", "bucketed"):
+            pairs = [_throughput(o, key, batches, "cpu") / _throughput(r, key, "random", "cpu")
+                     for o, r in zip(runs.get("ours", []), runs.get("reference", []))
+                     if _throughput(o, key, batches, "cpu") and _throughput(r, key, "random", "cpu")]
+            if pairs:
+                out[key, batches] = {"ratios": pairs, "median": float(statistics.median(pairs)),
+                                     "min": min(pairs), "max": max(pairs)}
+    return out
 
 
 def main(argv=None) -> int:

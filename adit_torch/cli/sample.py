@@ -31,11 +31,15 @@ def register(subparsers) -> None:
     p.add_argument("--num-samples", required=True, type=int, help="number of systems")
     p.add_argument("--steps", type=int, help="solver steps (default: the checkpoint's, 100)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default="euler",
-                   help="ODE solver: euler (1 evaluation per step), heun or midpoint (2nd order, 2 per step)")
+                   help="ODE solver: euler (1 evaluation per step), heun or midpoint (2nd order, 2 per step), "
+                        "multistep (2nd order, 1 per step: reuses the previous step's prediction)")
     p.add_argument("--time-grid", choices=TIME_GRIDS, default="uniform",
                    help="uniform; power (steps shrink towards the data end); reference (linspace(0.01, 1, steps) "
                         "and a final clean prediction, as the reference code)")
     p.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 2.0; 1 = off)")
+    p.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only at flow times LO <= t <= HI (0 = noise, 1 = data); the other steps cost one "
+                        "forward per sample instead of two or more (default: guide every step)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same samples)")
     p.add_argument("--batch-size", type=int, default=256, help="systems per forward pass")
     p.add_argument("--num-atoms", type=int, help="atoms per system (default: drawn from the training histogram)")
@@ -108,6 +112,14 @@ def _check(args) -> None:
     if meta["kind"] != "dit":
         raise CheckpointError(f"--checkpoint {args.checkpoint} is a {meta['kind']} checkpoint; sampling needs a "
                               "dit checkpoint (from adit train-dit)")
+    args.guidance_window = None
+    if args.guidance_interval is not None:
+        from adit_torch.sample import check_guidance_interval
+
+        parts = args.guidance_interval.split(",")
+        if len(parts) != 2:
+            raise ConfigError(f"--guidance-interval takes LO,HI (two times in [0, 1]), got {args.guidance_interval!r}")
+        args.guidance_window = check_guidance_interval(parts)
     # the grid's own checks (e.g. the reference grid needs 2 steps), before any work
     time_grid(args.steps or meta.get("config", {}).get("flow", {}).get("steps", 100), args.time_grid)
     from adit_torch.conditions import parse_conditions
@@ -177,7 +189,7 @@ def run_sample(args) -> int:
                                        progress=not args.quiet, solver=args.solver, grid=args.time_grid,
                                        fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
                                        precision=args.precision, chunk=CHUNK, sink=sink,
-                                       keep_lattice=args.keep_lattice,
+                                       keep_lattice=args.keep_lattice, guidance_interval=args.guidance_window,
                                        conditions=args.conditions if args.conditions.as_dict() else None)
     written = summary["num_written"]
     summary["settings"]["model"] = args.model

@@ -81,6 +81,21 @@ def validate_solver(value: orm.Str, _) -> str | None:
     return None
 
 
+def validate_guidance_interval(value: orm.List, _) -> str | None:
+    """``guidance_interval`` must be two times ``[lo, hi]`` with ``0 <= lo <= hi <= 1``."""
+    from adit_torch.errors import ConfigError
+    from adit_torch.sample import check_guidance_interval
+
+    items = value.get_list()
+    if len(items) != 2:
+        return f"`guidance_interval` is {items!r}; expected two times [lo, hi] in [0, 1]"
+    try:
+        check_guidance_interval(items)
+    except ConfigError as exc:
+        return f"`guidance_interval`: {exc}"
+    return None
+
+
 def validate_time_grid(value: orm.Str, _) -> str | None:
     """``time_grid`` must be one of ``adit sample --time-grid``."""
     from adit_torch.flow import TIME_GRIDS
@@ -187,8 +202,16 @@ class AditSampleCalculation(AditCalculation):
             valid_type=orm.Str,
             default=lambda: orm.Str("euler"),
             validator=validate_solver,
-            help="ODE solver (`adit sample --solver`): euler, heun or midpoint. The summary records the network "
-            "evaluations spent (`nfe`).",
+            help="ODE solver (`adit sample --solver`): euler, heun, midpoint or multistep. The summary records the "
+            "network evaluations spent (`nfe`, and `forward_passes_per_sample` counting guidance).",
+        )
+        spec.input(
+            "guidance_interval",
+            valid_type=orm.List,
+            required=False,
+            validator=validate_guidance_interval,
+            help="`[lo, hi]`: guide only at flow times lo <= t <= hi (0 = noise, 1 = data), one forward per sample "
+            "elsewhere (`adit sample --guidance-interval`); by default every step is guided.",
         )
         spec.input(
             "time_grid",
@@ -318,6 +341,9 @@ class AditSampleCalculation(AditCalculation):
             cmdline += [arg for item in scales for arg in ("--guidance", item)]
         if "symmetrize" in self.inputs and not self.inputs.symmetrize.value:
             cmdline.append("--no-symmetrize")
+        if "guidance_interval" in self.inputs:
+            lo, hi = self.inputs.guidance_interval.get_list()
+            cmdline += ["--guidance-interval", f"{float(lo)!r},{float(hi)!r}"]
         return self.make_calc_info(
             cmdline,
             retrieve=[SUMMARY_NAME],

@@ -192,7 +192,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             (``sample.conditions``: the ``adit.sample`` ``conditions``, e.g. ``{"chemical_system":
             "Li-Fe-O", "guidance": {"chemical_system": 2.0}}``, with a ``pretrained`` model trained on
             them such as ``adit-xs-joint-cond``; ``sample.symmetrize``: False keeps space-group-conditioned
-            crystals as decoded), ``evaluate``, ``metastability.relax``, ``options``,
+            crystals as decoded; ``sample.solver``, ``sample.time_grid`` and ``sample.guidance_interval``
+            as the ``adit.sample`` inputs), ``evaluate``, ``metastability.relax``, ``options``,
             and per step ``STEP.options`` merged over ``options``).
         :param checkpoint: a DiT checkpoint: no training, sample it. Without one, a protocol that
             names a ``pretrained`` model (``fast``) samples that model's node
@@ -266,6 +267,8 @@ class AditGenerateWorkChain(ReturnLinksInBulk, ProtocolMixin, WorkChain):
             builder.sample.sample.conditions = orm.Dict(sample["conditions"])
         if "symmetrize" in sample:
             builder.sample.sample.symmetrize = orm.Bool(sample["symmetrize"])
+        if sample.get("guidance_interval") is not None:
+            builder.sample.sample.guidance_interval = orm.List(list(sample["guidance_interval"]))
         builder.sample.sample.metadata.options = options_of("sample")
         if evaluate:
             settings = values.get("evaluate", {})

@@ -14,6 +14,7 @@ from adit_torch.conditions import (
     NUM_ELEMENT_TYPES,
     PROPERTIES,
     SampleConditions,
+    all_conditions,
     condition_labels,
     guidance_terms,
     num_guidance_terms,
@@ -104,6 +105,15 @@ def test_guidance_per_condition_is_the_weighted_sum_of_its_terms():
         slow = GuidedDenoiser(dit, mask, None, 1.5, [0.7], terms)(x, t, None)  # off the grid: plain forwards
     torch.testing.assert_close(fast, expected.detach(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(slow, expected.detach(), atol=1e-5, rtol=1e-5)
+    # a guidance interval: outside it, one forward with every asked condition at once
+    every = all_conditions("crystal", 2, conds, COND, "cpu")
+    assert every.space_group.tolist() == [225, 225] and every.elements[0].nonzero().flatten().tolist() == [2, 7]
+    with torch.no_grad():
+        window = GuidedDenoiser(dit, mask, None, 1.5, [0.3, 0.7], terms, interval=(0.0, 0.5), unguided=every)
+        torch.testing.assert_close(window(x, t, None), expected.detach(), atol=1e-5, rtol=1e-5)
+        late = torch.full((2,), 0.7)
+        torch.testing.assert_close(window(x, late, None), dit(x, late, mask, every) * mask[..., None],
+                                   atol=1e-5, rtol=1e-5)
     # no optional condition: plain classifier-free guidance, as before
     plain = guidance_terms("crystal", 2, None, 2.0, COND, "cpu")
     assert [w for _, w in plain] == [-1.0, 2.0]

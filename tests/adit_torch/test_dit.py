@@ -87,7 +87,7 @@ def test_precomputed_conditioning_matches_the_plain_forward():
         x, sc = torch.randn(3, 4, 8) * m[..., None], torch.randn(3, 4, 8) * m[..., None]
         for scale in (1.0, 2.5):
             fast = GuidedDenoiser(dit, m, c, scale, [i / 5 for i in range(5)])
-            assert len(torch.unique(fast.inverse)) == (3 if scale == 1.0 else 4)  # 2 distinct rows + 1 null
+            assert len(torch.unique(fast.guided["inverse"])) == (3 if scale == 1.0 else 4)  # 2 distinct rows + 1 null
             for t_val in (0.0, 0.6, 0.3):  # 0.3 is off the grid: falls back to the plain forward
                 t = torch.full((3,), t_val)
                 for self_cond in (None, sc):
@@ -95,6 +95,28 @@ def test_precomputed_conditioning_matches_the_plain_forward():
                         ref = dit.forward_with_cfg(x, t, m, c, self_cond, scale)
                         torch.testing.assert_close(fast(x, t, self_cond), ref, atol=1e-5, rtol=1e-5)
                         assert not fast(x, t, self_cond)[~m].any()
+
+
+def test_guidance_interval_guides_inside_and_runs_one_conditional_forward_outside():
+    """With ``interval = (0, 0.5)``: guided sum at t = 0.2 and 0.5, one conditional forward at t = 0.8 (on and off the
+    precomputed grid alike)."""
+    m = torch.tensor([[1, 1, 1], [1, 1, 0]], dtype=torch.bool)
+    c = Condition(periodic=torch.tensor([CRYSTAL, MOLECULE]))
+    dit = _randomised(DiTConfig(d_model=32, num_layers=2, num_heads=4))
+    x = torch.randn(2, 3, 8) * m[..., None]
+    calls = []
+    net = GuidedDenoiser(dit, m, c, 2.0, [0.2, 0.5, 0.8], interval=(0.0, 0.5))
+    with torch.no_grad():
+        for t_val in (0.2, 0.5, 0.8, 0.9):  # 0.9 is off the grid
+            t = torch.full((2,), t_val)
+            guided = dit.forward_with_cfg(x, t, m, c, None, 2.0)
+            single = dit(x, t, m, c, None) * m[..., None]
+            expected = guided if t_val <= 0.5 else single
+            other = single if t_val <= 0.5 else guided
+            got = net(x, t, None)
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+            calls.append(float((got - other).abs().max()))
+    assert min(calls) > 1e-3  # guided and unguided predictions differ, so the checks above can fail
 
 
 def test_dit_learns_label_dependent_two_mode_latents():

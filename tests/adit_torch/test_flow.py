@@ -9,8 +9,10 @@ from adit_torch.errors import ConfigError
 from adit_torch.flow import (
     SOLVERS,
     euler_sample,
+    evaluation_schedule,
     evaluation_times,
     flow_matching_loss,
+    in_interval,
     interpolate,
     masked_noise,
     nfe_of,
@@ -131,6 +133,9 @@ def test_solvers_converge_to_the_exact_flow_map_at_their_order():
     for solver in SOLVERS:
         assert err[solver, 20] < err[solver, 5]
     assert err["heun", 10] < err["euler", 10] / 3 and err["midpoint", 10] < err["euler", 10] / 3
+    # the multistep method is second order at Euler's cost: same NFE, several times closer
+    assert nfe_of(time_grid(10), "multistep") == nfe_of(time_grid(10), "euler") == 10
+    assert err["multistep", 10] < err["euler", 10] / 2.5 and err["multistep", 20] < err["euler", 20] / 8
     # the power grid (steps shrinking towards t = 1) beats the uniform one for Euler here
     x, _ = solve(net, x0, mask, time_grid(10, "power"), "euler", self_condition=False)
     assert float((x - exact).abs().max()) < err["euler", 10]
@@ -148,6 +153,10 @@ def test_time_grids_and_the_times_the_network_sees():
     assert evaluation_times(time_grid(2), "heun") == [0.0, 0.5]  # no corrector at t = 1
     assert evaluation_times(time_grid(2), "midpoint") == [0.0, 0.25, 0.5, 0.75]
     assert nfe_of(time_grid(10), "heun") == 19 and nfe_of(ref, "euler", final_clean=True) == 5
+    # the schedule keeps repeats: a Heun corrector and the next predictor both evaluate at t = 0.5
+    assert evaluation_schedule(time_grid(3), "heun") == pytest.approx([0.0, 1 / 3, 1 / 3, 2 / 3, 2 / 3])
+    assert evaluation_times(time_grid(2), "multistep") == [0.0, 0.5]
+    assert in_interval(0.5, (0.0, 0.5)) and not in_interval(0.51, (0.0, 0.5)) and in_interval(0.9, None)
     seen = []
     solve(lambda x, t, sc: seen.append(float(t[0])) or x, torch.zeros(1, 2, 1), torch.ones(1, 2, dtype=torch.bool),
           time_grid(3), "midpoint")

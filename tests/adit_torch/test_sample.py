@@ -169,3 +169,32 @@ def test_the_gpu_cost_model_pads_into_fewer_groups_than_the_cpu_one():
     gpu = padded_groups(counts, 1000, *[c * f for c, f in zip(forward_cost(dit, "cuda", "bf16"), (1, 2))])
     assert len(gpu) == 1 and len(cpu) >= 10
     assert sorted(np.concatenate(cpu).tolist()) == sorted(np.concatenate(gpu).tolist()) == list(range(1000))
+
+
+def test_guidance_interval_samples_and_summary(models):
+    """A guidance interval changes the samples only where it leaves guidance out, the summary counts the forwards
+    actually spent, and a bad interval is refused before any sampling."""
+    from adit_torch.flow import evaluation_schedule, time_grid
+    from adit_torch.sample import check_guidance_interval, forward_passes
+
+    dit, vae = models
+    flow = FlowConfig(steps=4)
+    full = sample_systems(dit, vae, flow, STATS, "crystal", 4, progress=False, seed=2)
+    everywhere = sample_systems(dit, vae, flow, STATS, "crystal", 4, progress=False, seed=2,
+                                guidance_interval=(0.0, 1.0))
+    early = sample_systems(dit, vae, flow, STATS, "crystal", 4, progress=False, seed=2, guidance_interval=(0.0, 0.3))
+    for a, b in zip(full, everywhere):
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+    assert max(float(np.abs(a.frac_coords - b.frac_coords).max()) for a, b in zip(full, early)) > 1e-4
+    schedule = evaluation_schedule(time_grid(10), "heun")
+    assert forward_passes(schedule, 2) == 38 and forward_passes(schedule, 2, (0.0, 0.5)) == 2 * 11 + 8
+    for bad in ((0.5, 0.2), (0.0, 1.5), ("a", 1), (0.1,)):
+        with pytest.raises(ConfigError, match="guidance_interval"):
+            check_guidance_interval(bad)
+    with pytest.raises(ConfigError, match="guidance_interval"):
+        sample_systems(dit, vae, flow, STATS, "crystal", 2, progress=False, guidance_interval=(0.9, 0.1))
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "checkpoints" / "tiny_dit.safetensors"
+    _, summary = sample_checkpoint(path, "crystal", 3, steps=10, solver="heun", progress=False,
+                                   guidance_interval=(0.0, 0.5))
+    assert summary["nfe"] == 19 and summary["forward_passes_per_sample"] == 30
+    assert summary["settings"]["guidance_interval"] == [0.0, 0.5]

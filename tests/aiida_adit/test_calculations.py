@@ -168,6 +168,11 @@ def test_sample_command_line_and_checkpoint_copy(adit_code, generate_calc_job, m
     _, calc_info = generate_calc_job("adit.sample", {**inputs, "kind": orm.Str("crystal"), "conditions": conditions,
                                                      "symmetrize": orm.Bool(False)})
     assert calc_info.codes_info[0].cmdline_params[-1] == "--no-symmetrize"
+    # guidance in a limited interval of the flow
+    _, calc_info = generate_calc_job("adit.sample", {**inputs, "solver": orm.Str("multistep"),
+                                                     "guidance_interval": orm.List([0, 0.5])})
+    params = calc_info.codes_info[0].cmdline_params
+    assert params[-2:] == ["--guidance-interval", "0.0,0.5"] and params[params.index("--solver") + 1] == "multistep"
 
 
 def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_checkpoint):
@@ -230,7 +235,7 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("steps", lambda: orm.Int(0), "positive number of integration steps"),
         ("cfg_scale", lambda: orm.Float(float("nan")), "finite number"),
         ("batch_size", lambda: orm.Int(0), "`batch_size` is 0; expected a positive integer"),
-        ("solver", lambda: orm.Str("rk4"), "expected one of euler, heun, midpoint"),
+        ("solver", lambda: orm.Str("rk4"), "expected one of euler, heun, midpoint, multistep"),
         ("time_grid", lambda: orm.Str("cosine"), "expected one of uniform, power, reference"),
         ("num_atoms", lambda: orm.Int(-1), "`num_atoms` is -1; expected a positive integer"),
         ("precision", lambda: orm.Str("fp8"), "`precision` is 'fp8'; expected one of fp32, bf16"),
@@ -240,6 +245,8 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
         ("conditions", lambda: orm.Dict({"band_gap": "wide"}), "band_gap is a number in eV"),
         ("conditions", lambda: orm.Dict({"chemical_system": "Li-Qq"}), "not element symbols: Qq"),
         ("symmetrize", lambda: orm.Bool(False), "`symmetrize` applies to a `space_group` condition"),
+        ("guidance_interval", lambda: orm.List([0.6, 0.2]), "0 <= lo <= hi <= 1, got \\(0.6, 0.2\\)"),
+        ("guidance_interval", lambda: orm.List([0.5]), "expected two times"),
     ],
 )
 def test_sample_rejects_bad_input_before_submission(adit_code, make_checkpoint, port, value, message):

@@ -364,9 +364,11 @@ def test_precise_protocol_requests_a_gpu_for_training_and_sampling_only(aiida_pr
     assert "custom_scheduler_commands" not in builder.evaluate.metadata.options
     assert builder.evaluate.metadata.options["max_wallclock_seconds"] == 86400
     moderate = AditGenerateWorkChain.get_builder_from_protocol(
-        adit_code("adit.sample"), "moderate", overrides={"sample": {"solver": "heun", "steps": 10}})
+        adit_code("adit.sample"), "moderate",
+        overrides={"sample": {"solver": "heun", "steps": 10, "guidance_interval": [0.0, 0.5]}})
     assert "custom_scheduler_commands" not in moderate.train_vae.train.metadata.options
     assert moderate.sample.sample.solver.value == "heun" and moderate.sample.sample.steps.value == 10
+    assert moderate.sample.sample.guidance_interval.get_list() == [0.0, 0.5]
 
 
 def test_sample_under_conditions_is_queryable_by_them(aiida_profile_clean, adit_code, tmp_path, monkeypatch):
