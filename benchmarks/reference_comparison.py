@@ -626,6 +626,33 @@ def _child(side: str, inputs: Path, args, python: str, cores: set[int] | None = 
     return _finish(_start(side, inputs, args, python, cores))
 
 
+def start_side(script: str, side: str, inputs: Path, child_argv: list[str], threads: int, python: str,
+               cores: set[int] | None):
+    """Start ``script --side SIDE`` on ``inputs`` in a fresh process with ``python``, ``threads`` threads, pinned to
+    ``cores`` when given; returns a handle for :func:`finish_side` (the child writes its JSON to a temp file)."""
+    fd, name = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    cmd = [python, script, "--side", side, "--inputs", str(inputs), "--result", name, *child_argv]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+    return side, proc, Path(name), os.getloadavg()[0]
+
+
+def finish_side(handle, describe) -> dict:
+    """Wait for a child started by :func:`start_side`; its JSON plus the load average before and after. Prints
+    ``describe(result)``; a failed child stops the run with its stderr."""
+    side, proc, result, load = handle
+    _, stderr = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} side failed:\n{stderr[-4000:]}")
+    out = json.loads(result.read_text())
+    result.unlink()
+    out.update(load_before=load, load_after=os.getloadavg()[0])
+    print(f"  {side}: {describe(out)}", flush=True)
+    return out
+
+
 def paired_ratios(runs: dict) -> dict:
     """Per-repeat ratios reference / ours of the sampling CPU seconds per system: ``{"ratios", "median", "min",
     "max"}`` (pairs are the i-th run of each side; None without both sides)."""

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_comparison import RESULTS, _reference_data, build_reference  # noqa: E402
+from reference_comparison import RESULTS, _reference_data, build_reference, finish_side, start_side  # noqa: E402
 
 CASES = ("mp20", "joint")
 
@@ -280,28 +280,6 @@ def write_report(out: Path, result: dict) -> None:
     out.with_suffix(".md").write_text("\n".join(lines))
 
 
-def _start(side, inputs, args, python, cores):
-    fd, name = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    cmd = [python, __file__, "--side", side, "--inputs", str(inputs), "--result", name, *args.child_argv]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: os.sched_setaffinity(0, cores))
-    return side, proc, Path(name), os.getloadavg()[0]
-
-
-def _finish(handle) -> dict:
-    side, proc, result, load = handle
-    _, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} side failed:\n{stderr[-4000:]}")
-    res = json.loads(result.read_text())
-    result.unlink()
-    res.update(load_before=load, load_after=os.getloadavg()[0])
-    print(f"  {side}: {json.dumps({k: v for k, v in res.items() if k != 'versions'})}", flush=True)
-    return res
-
-
 def parse_args(argv=None):
     """Command-line options (the child processes get the same ones)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -355,9 +333,10 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
-        handles = [_start(side, inputs, args, python[side], {cores[i]}) for i, side in enumerate(order)]
+        handles = [start_side(__file__, side, inputs, args.child_argv, 1, python[side], {cores[i]})
+                   for i, side in enumerate(order)]
         for side, handle in zip(order, handles):
-            res = _finish(handle)
+            res = finish_side(handle, lambda r: json.dumps({k: v for k, v in r.items() if k != "versions"}))
             runs[side].append(res)
             versions[side] = res["versions"]
             loads += [res["load_before"], res["load_after"]]

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_comparison import RESULTS, build_reference  # noqa: E402
+from reference_comparison import RESULTS, build_reference, finish_side, start_side  # noqa: E402
 
 KINDS = ("crystal", "molecule")
 DATASETS = {"crystal": "mp20", "molecule": "qm9"}
@@ -274,28 +274,6 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _start(side: str, inputs: Path, args, python: str, cores: set[int] | None):
-    fd, name = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    cmd = [python, __file__, "--side", side, "--inputs", str(inputs), "--result", name] + args.child_argv
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
-    return side, proc, Path(name), os.getloadavg()[0]
-
-
-def _finish(handle) -> dict:
-    side, proc, result, load = handle
-    _, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"{side} side failed:\n{stderr[-4000:]}")
-    out = json.loads(result.read_text())
-    result.unlink()
-    out.update(load_before=load, load_after=os.getloadavg()[0])
-    print(f"  {side}: " + json.dumps([r for r in out["rows"] if "kind" in r]), flush=True)
-    return out
-
-
 def parse_args(argv=None):
     """Command-line options (the child processes get the same ones)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -371,15 +349,17 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         print(f"repeat {r + 1}/{args.repeats}", flush=True)
         order = ("ours", "reference") if r % 2 == 0 else ("reference", "ours")
+        start = lambda side, pin: start_side(__file__, side, inputs, args.child_argv, args.threads,  # noqa: E731
+                                             python[side], pin)
+        describe = lambda res: json.dumps([r for r in res["rows"] if "kind" in r])  # noqa: E731
         if args.sequential:
             pin = set(cores[:args.threads])
-            done = [_finish(_start(side, inputs, args, python[side], pin)) for side in order]
+            done = [finish_side(start(side, pin), describe) for side in order]
         else:
             if len(cores) < 2 * args.threads:
                 raise SystemExit(f"running both sides at once needs {2 * args.threads} cores; use --sequential")
-            handles = [_start(side, inputs, args, python[side], set(cores[i * args.threads:(i + 1) * args.threads]))
-                       for i, side in enumerate(order)]
-            done = [_finish(h) for h in handles]
+            handles = [start(side, set(cores[i * args.threads:(i + 1) * args.threads])) for i, side in enumerate(order)]
+            done = [finish_side(h, describe) for h in handles]
         for side, res in zip(order, done):
             runs[side].append(res["rows"])
             loads += [res["load_before"], res["load_after"]]
