@@ -336,7 +336,7 @@ def write_systems(
 
     ``kind`` defaults to the suffix. ``cif``: a ``.cif`` path takes exactly one
     system; a folder path (no ``.cif`` suffix) gets one ``NNNNN.cif`` file per
-    system (numbered files beyond the new count, left by an earlier write, are
+    system (numbered files left by an earlier write that are not among the new names are
     removed; other files are left alone). ``sdf``: molecules only, no bonds unless ``perceive_bonds``.
     ``extxyz``: anything. Each file is written atomically.
     """
@@ -358,7 +358,13 @@ def write_systems(
         raise DataFormatError(f"{path}: cannot write kind {kind!r}; expected extxyz, cif or sdf")
     with StreamWriter(path, kind, perceive_bonds) as writer:
         writer.write(systems)
-    return [path / f"{i:05d}.cif" for i in range(len(systems))] if kind == "cif" else [path]
+    return [path / cif_file_name(i, len(systems)) for i in range(len(systems))] if kind == "cif" else [path]
+
+
+def cif_file_name(index: int, count: int) -> str:
+    """The name of CIF ``index`` of a folder of ``count``: zero-padded to 5 digits, or to as many as
+    ``count - 1`` has, so that the names sort in sample order (``00000.cif``; ``000000.cif`` past 100,000)."""
+    return f"{index:0{max(5, len(str(max(count - 1, 0))))}d}.cif"
 
 
 def _cif_text(system: AtomicSystem) -> str:
@@ -400,8 +406,9 @@ class StreamWriter:
     Everything goes to a temporary file (or folder) beside ``path``, which replaces ``path`` when the
     writer closes normally; after an error (used as a context manager) it is removed, so ``path`` is
     either complete or untouched, never half-written. Memory holds one batch, not the whole output.
-    A CIF folder gets ``00000.cif``, ... moved in one by one at the end; numbered files beyond the new
-    count, left by a longer earlier write, are removed; other files in it are left alone.
+    A CIF folder gets ``00000.cif``, ... (:func:`cif_file_name`) moved in one by one at the end;
+    numbered files left by an earlier write that are not among the new names are removed; other files
+    in it are left alone.
 
     Args:
         path: output file, or folder for ``kind="cif"``.
@@ -448,11 +455,12 @@ class StreamWriter:
             os.replace(self.tmp, self.path)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
+            names = {cif_file_name(i, self.count) for i in range(self.count)}
             for i in range(self.count):
-                os.replace(self.tmp / f"{i:05d}.cif", self.path / f"{i:05d}.cif")
+                os.replace(self.tmp / f"{i:05d}.cif", self.path / cif_file_name(i, self.count))
             self.tmp.rmdir()
-            for old in self.path.glob("[0-9][0-9][0-9][0-9][0-9].cif"):  # left by a longer earlier write
-                if int(old.stem) >= self.count:
+            for old in self.path.glob("[0-9][0-9][0-9][0-9][0-9]*.cif"):  # left by an earlier write
+                if old.stem.isdigit() and old.name not in names:
                     old.unlink()
         return self.path
 

@@ -8,9 +8,9 @@ merged when the padding is cheaper than another call. Guidance runs the
 conditional and unconditional passes as one batched forward, with everything
 that does not depend on the latents computed once per batch
 (:class:`adit_torch.dit.GuidedDenoiser`). A ``torch.Generator`` seeded by
-``seed`` drives all randomness; each sample's initial noise is drawn up front
-in sample order, so it depends on the seed and the atom counts only, not on
-how samples are grouped into batches.
+``seed`` drives all randomness; each sample's initial noise depends on the
+seed, its index and the atom counts only, not on how samples are grouped into
+batches or chunks (:class:`SampleNoise`).
 """
 
 from __future__ import annotations
@@ -146,21 +146,66 @@ def padded_groups(num_atoms: np.ndarray, batch_size: int, fixed_s: float = FORWA
     return groups[::-1]
 
 
+#: Samples per block of initial noise (:class:`SampleNoise`).
+NOISE_BLOCK = 1000
+
+
+class SampleNoise:
+    """The initial noise of every sample, drawn a block of :data:`NOISE_BLOCK` samples at a time when asked.
+
+    Block ``b`` holds samples ``b * NOISE_BLOCK ..`` and is drawn in sample order as one
+    ``randn(atoms of the block, dim)`` from a generator seeded by ``seed`` for block 0 (so up to
+    :data:`NOISE_BLOCK` samples get exactly the noise of one up-front draw) and by
+    ``SeedSequence([seed, b])`` for the others. A sample's noise thus depends on the seed, its index
+    and the atom counts only, and memory holds the blocks in use, not ``num_samples`` of them:
+    :meth:`clear` lets the drawn blocks go (a streamed run calls it after every chunk).
+
+    Args:
+        offsets: ``(M + 1,)`` cumulative atom counts (sample ``j`` has ``offsets[j + 1] - offsets[j]`` atoms).
+        dim: latent width. seed: the sampling seed. device: where the noise is drawn.
+    """
+
+    def __init__(self, offsets: np.ndarray, dim: int, seed: int = 0, device="cpu"):
+        self.offsets, self.dim = np.asarray(offsets, dtype=np.int64), int(dim)
+        self.seed, self.device = int(seed), device
+        self._blocks: dict[int, torch.Tensor] = {}
+
+    def _block(self, b: int) -> torch.Tensor:
+        if b not in self._blocks:
+            seed = self.seed if b == 0 else int(np.random.SeedSequence([self.seed, b]).generate_state(1, np.uint64)[0]
+                                                >> np.uint64(1))
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            lo, hi = b * NOISE_BLOCK, min((b + 1) * NOISE_BLOCK, len(self.offsets) - 1)
+            atoms = int(self.offsets[hi] - self.offsets[lo])
+            self._blocks[b] = torch.randn(atoms, self.dim, generator=generator, device=self.device)
+        return self._blocks[b]
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        """Sample ``j``'s noise, ``(atoms of j, dim)``."""
+        b = int(j) // NOISE_BLOCK
+        base = self.offsets[b * NOISE_BLOCK]
+        return self._block(b)[int(self.offsets[j] - base):int(self.offsets[j + 1] - base)]
+
+    def clear(self) -> None:
+        """Forget the drawn blocks (they are drawn again, identically, if asked for again)."""
+        self._blocks.clear()
+
+
 def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim: int, seed: int = 0,
                          num_atoms: int | list[int] | None = None, device="cpu", min_atoms: int = 0,
                          multiple_of: int = 0, space_group: int | None = None):
-    """Every sample's atom count and initial noise, drawn once in sample order from ``seed``.
+    """Every sample's atom count (drawn up front in sample order from ``seed``) and initial noise.
 
-    Returns ``(counts (M,), offsets (M + 1,), noise (sum(counts), dim))``: sample ``j``'s noise is
-    ``noise[offsets[j]:offsets[j + 1]]``. Counts drawn from the histogram are drawn among the counts
-    above ``min_atoms`` (an inpainting fragment's size) that are multiples of ``multiple_of`` (a
-    formula unit's atoms; 0 = any). With ``space_group`` (crystals), the histogram is that of the
-    training crystals of the group (``stats["num_atoms_hist_by_space_group"]``) where the model
-    records it and the filters leave a count; else the kind's histogram, with a warning.
+    Returns ``(counts (M,), offsets (M + 1,), noise)``: sample ``j``'s noise is ``noise[j]``
+    ``(counts[j], dim)`` (:class:`SampleNoise`, drawn a block at a time when asked). Counts drawn
+    from the histogram are drawn among the counts above ``min_atoms`` (an inpainting fragment's size)
+    that are multiples of ``multiple_of`` (a formula unit's atoms; 0 = any). With ``space_group``
+    (crystals), the histogram is that of the training crystals of the group
+    (``stats["num_atoms_hist_by_space_group"]``) where the model records it and the filters leave a
+    count; else the kind's histogram, with a warning.
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be 'crystal' or 'molecule', got {kind!r}")
-    generator = torch.Generator(device=device).manual_seed(int(seed))
     counts_gen = torch.Generator().manual_seed(int(seed))
     if num_atoms is None:
         hist = stats.get("num_atoms_hist", {}).get(kind)
@@ -194,8 +239,7 @@ def draw_sizes_and_noise(stats: dict[str, Any], kind: str, num_samples: int, dim
         if len(counts) != num_samples or (counts <= 0).any():
             raise ConfigError("num_atoms must be positive and give one count per sample")
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    noise = torch.randn(int(offsets[-1]), dim, generator=generator, device=device)
-    return counts, offsets, noise
+    return counts, offsets, SampleNoise(offsets, dim, seed, device)
 
 
 @torch.no_grad()
@@ -280,7 +324,7 @@ def sample_latents(dit, flow_cfg: FlowConfig, stats: dict[str, Any], kind: str, 
         mask = torch.as_tensor(np.arange(n)[None, :] < counts[idx][:, None], device=device)
         x0 = torch.zeros(bsz, n, dim, device=device)
         for row, j in enumerate(idx):
-            x0[row, :counts[j]] = noise[offsets[j]:offsets[j + 1]]
+            x0[row, :counts[j]] = noise[j]
         terms = guidance_terms(kind, bsz, conditions, scale, dit.cfg, device, stats)
         unguided = None if guidance_interval is None else all_conditions(kind, bsz, conditions, dit.cfg, device,
                                                                          stats)
@@ -368,6 +412,8 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                     out[j - start] = s
         if fragment is not None:
             fidelity_summary(fragment, out)
+        if chunk < num_samples:
+            drawn[2].clear()  # the next chunk's samples are in other noise blocks (bar one shared at the edge)
         yield out
 
 

@@ -83,9 +83,20 @@ def test_cif_file_and_folder_round_trip(tmp_path, crystals):
     for a, b in zip(crystals, folder):
         _same(a, b, atol=1e-5)
     (tmp_path / "many_cif" / "notes.txt").write_text("kept")
+    (tmp_path / "many_cif" / "000007.cif").write_text("stale")  # as a write of over 100,000 names them
     write_systems(tmp_path / "many_cif", crystals[:2])  # a shorter rewrite leaves no stale structures
+    assert sorted(p.name for p in (tmp_path / "many_cif").iterdir()) == ["00000.cif", "00001.cif", "notes.txt"]
     assert [s.info["id"] for s in read_systems(tmp_path / "many_cif")] == [s.info["id"] for s in crystals[:2]]
     assert (tmp_path / "many_cif" / "notes.txt").read_text() == "kept"
+
+
+def test_cif_file_names_sort_in_sample_order():
+    from adit_torch.io import cif_file_name
+
+    assert [cif_file_name(i, 3) for i in range(3)] == ["00000.cif", "00001.cif", "00002.cif"]
+    assert cif_file_name(99_999, 100_000) == "99999.cif"
+    names = [cif_file_name(i, 100_001) for i in (0, 99_999, 100_000)]
+    assert names == ["000000.cif", "099999.cif", "100000.cif"] and names == sorted(names)
 
 
 def test_cif_file_refuses_several_systems_and_molecules(tmp_path, crystals, molecules):

@@ -154,6 +154,55 @@ def test_chunks_give_the_same_samples_in_the_same_order(models):
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)
 
 
+def test_sample_noise_is_drawn_a_block_at_a_time(monkeypatch):
+    """A sample's noise depends on the seed, its index and the counts only; the first block is one up-front draw."""
+    import adit_torch.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "NOISE_BLOCK", 4)
+    counts = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    noise = sample_mod.SampleNoise(offsets, 8, seed=3)
+    rows = [noise[j] for j in range(10)]
+    assert [r.shape for r in rows] == [(int(n), 8) for n in counts]
+    assert len(noise._blocks) == 3
+    first = torch.randn(int(counts[:4].sum()), 8, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.cat(rows[:4]), first, rtol=0, atol=0)
+    noise.clear()
+    assert not noise._blocks
+    for j in (9, 0, 5):  # drawn again in another order: identical
+        torch.testing.assert_close(noise[j], rows[j], rtol=0, atol=0)
+    assert sorted(noise._blocks) == [0, 1, 2]
+    other = sample_mod.SampleNoise(offsets, 8, seed=4)
+    assert not torch.equal(other[5], rows[5])
+    assert not torch.equal(rows[4][:1], rows[0][:1])  # block 1 is not a copy of block 0
+
+
+def test_streamed_chunks_keep_only_their_noise_blocks(models, monkeypatch):
+    """Chunks that straddle noise blocks give the samples of one whole run, and the blocks of finished
+    chunks are let go."""
+    import adit_torch.sample as sample_mod
+
+    monkeypatch.setattr(sample_mod, "NOISE_BLOCK", 4)
+    drawn_blocks = []
+    original = sample_mod.SampleNoise._block
+
+    def spy(self, b):
+        drawn_blocks.append((b, len(self._blocks)))
+        return original(self, b)
+
+    monkeypatch.setattr(sample_mod.SampleNoise, "_block", spy)
+    dit, vae = models
+    whole = sample_systems(dit, vae, FlowConfig(steps=2), STATS, "crystal", 11, progress=False, seed=5)
+    drawn_blocks.clear()
+    parts = list(sample_mod.iter_systems(dit, vae, FlowConfig(steps=2), STATS, "crystal", 11, progress=False,
+                                         seed=5, chunk=3))
+    assert [len(p) for p in parts] == [3, 3, 3, 2]
+    assert max(held for _, held in drawn_blocks) <= 2  # a chunk of 3 touches at most two blocks of 4
+    for a, b in zip(whole, [s for p in parts for s in p]):
+        assert a.info["id"] == b.info["id"] and np.array_equal(a.numbers, b.numbers)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-4)
+
+
 def test_the_gpu_cost_model_pads_into_fewer_groups_than_the_cpu_one():
     """On CUDA a forward costs about the same whatever its size, so 1,000 mixed sizes go in few groups."""
     from adit_torch.config import dit_config
