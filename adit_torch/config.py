@@ -56,6 +56,15 @@ class VAEConfig:
     # fine-tune the decoder only: the encoder's weights stay fixed, so its latents (and a DiT trained
     # on them) stay valid
     freeze_encoder: bool = False
+    # "transformer" (default) or "equivariant": the e3nn message-passing encoder of
+    # adit_torch.equivariant, whose latents are invariant to rotations and translations by construction
+    encoder: str = "transformer"
+    eq_layers: int = 3  # gated equivariant layers (plus one output layer)
+    eq_channels: int = 32  # even and odd scalars per layer; vectors and rank-2 tensors get 1/2 and 1/4 of it
+    eq_lmax: int = 2  # highest spherical-harmonic degree of the edge directions and of the features
+    eq_num_basis: int = 10  # radial basis functions of the edge length
+    eq_num_neighbors: float = 20.0  # the messages' sum is divided by its square root
+    cutoff: float = 5.0  # Å: neighbours (periodic images included) closer than this exchange messages
 
     @property
     def mask_token(self) -> int:
@@ -145,13 +154,17 @@ class TrainConfig:
     device: str = "cpu"
 
 
+#: VAE encoders (``VAEConfig.encoder``): the Transformer, and the invariant one of :mod:`adit_torch.equivariant`.
+ENCODERS = ("transformer", "equivariant")
+
 #: Learning-rate schedules after warm-up (see :func:`adit_torch.train.lr_at`).
 LR_SCHEDULES = ("constant", "cosine")
 
 #: Fields that fix a model's weights' shapes; a checkpoint can initialise (fine-tune) a model whose
 #: config differs from its own in any other field (loss weights, corruption, dropout, ...).
 ARCHITECTURE_FIELDS = {
-    "VAEConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "vocab_size", "num_datasets"),
+    "VAEConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "vocab_size", "num_datasets",
+                  "encoder", "eq_layers", "eq_channels", "eq_lmax", "eq_num_basis"),
     "DiTConfig": ("d_model", "num_layers", "num_heads", "mlp_ratio", "latent_dim", "self_condition",
                   "residual_x1", "num_space_groups", "num_element_types", "num_elements", "num_properties"),
 }
@@ -253,6 +266,14 @@ def validate(cfg, where: str = "config") -> None:
         raise ConfigError(f"{where}: pos_loss_unit must be positive (Å), got {cfg.pos_loss_unit}")
     if isinstance(cfg, VAEConfig) and not cfg.latent_noise >= 0:
         raise ConfigError(f"{where}: latent_noise must not be negative, got {cfg.latent_noise}")
+    if isinstance(cfg, VAEConfig):
+        if cfg.encoder not in ENCODERS:
+            raise ConfigError(f"{where}: encoder must be one of {', '.join(ENCODERS)}, got {cfg.encoder!r}")
+        if min(cfg.eq_layers, cfg.eq_channels, cfg.eq_lmax, cfg.eq_num_basis) <= 0 or not cfg.eq_num_neighbors > 0:
+            raise ConfigError(f"{where}: eq_layers, eq_channels, eq_lmax, eq_num_basis and eq_num_neighbors must be "
+                              "positive")
+        if not cfg.cutoff > 0:
+            raise ConfigError(f"{where}: cutoff must be positive (Å), got {cfg.cutoff}")
     if isinstance(cfg, TrainConfig):
         if cfg.dataset not in ("mp20", "qm9", "joint"):
             from adit_torch.datasets.user import is_user_dataset

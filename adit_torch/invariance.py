@@ -9,8 +9,10 @@ as per-system (invariant).
 What ADiT is and is not symmetric under: the VAE and DiT are permutation
 equivariant; molecules are centred, so their translations are removed; a
 crystal's representation does not depend on which periodic image an atom is
-given in. The VAE is *not* rotation invariant by design (it learns from random
-rotations instead), which :func:`rotation_sensitivity` measures.
+given in. The Transformer VAE is *not* rotation invariant by design (it learns
+from random rotations instead), which :func:`rotation_sensitivity` measures;
+the equivariant encoder (:mod:`adit_torch.equivariant`) is invariant to
+rotations and to translations of molecules and crystals alike.
 """
 
 from __future__ import annotations
@@ -78,6 +80,22 @@ def assert_translation_invariant(fn: BatchFn, batch: Batch, generator: torch.Gen
     mol = (~batch.periodic).view(-1, 1, 1) & batch.mask.unsqueeze(-1)
     moved = dataclasses.replace(batch, pos=torch.where(mol, batch.pos + shift, batch.pos))
     return _compare(fn(moved), fn(batch), batch, atol, "translation invariant")
+
+
+def translate_crystals(batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    """The batch with every crystal moved rigidly by a random fraction of its cell: fractional coordinates
+    shifted by one random vector and wrapped into [0, 1), Cartesian positions following (molecules unchanged)."""
+    shift = torch.rand(len(batch), 1, 3, generator=generator, dtype=batch.frac.dtype).to(batch.frac.device)
+    frac = torch.remainder(batch.frac + shift, 1.0)
+    pos = torch.einsum("bni,bij->bnj", frac, batch.lattice)
+    per = batch.periodic.view(-1, 1, 1) & batch.mask.unsqueeze(-1)
+    return dataclasses.replace(batch, frac=torch.where(per, frac, batch.frac), pos=torch.where(per, pos, batch.pos))
+
+
+def assert_crystal_translation_invariant(fn: BatchFn, batch: Batch, generator: torch.Generator | None = None,
+                                         atol: float = 1e-5) -> float:
+    """Outputs do not change when every crystal is moved rigidly inside its cell (:func:`translate_crystals`)."""
+    return _compare(fn(translate_crystals(batch, generator)), fn(batch), batch, atol, "crystal translation invariant")
 
 
 def assert_rotation_invariant(fn: BatchFn, batch: Batch, generator: torch.Generator | None = None,

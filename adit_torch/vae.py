@@ -10,6 +10,10 @@ from mean-pooled tokens, the lattice (lengths divided by N^(1/3), angles).
 Fixes over the reference: the fractional-coordinate loss is periodic (on the
 difference wrapped to [-0.5, 0.5)), so 0.99 vs 0.01 costs little, and the
 denoising corruption never leaks into the loss targets.
+
+``VAEConfig(encoder="equivariant")`` swaps the encoder for the invariant one of
+:mod:`adit_torch.equivariant` and makes the position and fractional-coordinate
+losses blind to the decoder's choice of frame (rotation, and origin of crystals).
 """
 
 from __future__ import annotations
@@ -63,14 +67,19 @@ class VAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model
-        self.type_embed = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
-        self.pos_embed = nn.Linear(3, d)
-        self.frac_embed = nn.Linear(6, d)
-        self.lattice_embed = nn.Linear(6, d)
-        self.dataset_embed = nn.Embedding(cfg.num_datasets, d)
-        self.periodic_embed = nn.Embedding(2, d)
-        self.encoder = Transformer(d, cfg.num_layers, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
-        self.to_latent = nn.Linear(d, 2 * cfg.latent_dim)
+        if cfg.encoder == "equivariant":
+            from adit_torch.equivariant import EquivariantEncoder
+
+            self.eq_encoder = EquivariantEncoder(cfg)
+        else:
+            self.type_embed = nn.Embedding(cfg.vocab_size, d, padding_idx=0)
+            self.pos_embed = nn.Linear(3, d)
+            self.frac_embed = nn.Linear(6, d)
+            self.lattice_embed = nn.Linear(6, d)
+            self.dataset_embed = nn.Embedding(cfg.num_datasets, d)
+            self.periodic_embed = nn.Embedding(2, d)
+            self.encoder = Transformer(d, cfg.num_layers, cfg.num_heads, cfg.mlp_ratio, cfg.dropout)
+            self.to_latent = nn.Linear(d, 2 * cfg.latent_dim)
         self.from_latent = nn.Linear(cfg.latent_dim, d)
         self.dec_dataset_embed = nn.Embedding(cfg.num_datasets, d)
         self.dec_periodic_embed = nn.Embedding(2, d)
@@ -83,6 +92,8 @@ class VAE(nn.Module):
     # ---------------------------------------------------------------- encode
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent mean and log-variance, each ``(B, N, latent_dim)``; zero on padding."""
+        if self.cfg.encoder == "equivariant":
+            return self.eq_encoder(batch)
         mask = batch.mask
         per = batch.periodic.to(batch.pos.dtype).view(-1, 1, 1)
         ang = 2 * math.pi * batch.frac
@@ -145,10 +156,19 @@ class VAE(nn.Module):
         n_atoms = mf.sum().clamp_min(1)
         ce = F.cross_entropy(out["type_logits"].flatten(0, 1).float(), batch.atom_types.flatten(), reduction="none")
         l_types = (ce.view_as(mf) * mf).sum() / n_atoms
-        pos_err = (((out["pos"] - centre(batch.pos, mask)) / cfg.pos_loss_unit) ** 2).mean(-1)
+        target = centre(batch.pos, mask)
+        if cfg.encoder == "equivariant":  # invariant latents: the decoder's frame is its own choice
+            from adit_torch.equivariant import aligned_position_error, origin_free_frac_error
+
+            pred = centre(out["pos"], mask)
+            pos_err = aligned_position_error(pred / cfg.pos_loss_unit, target / cfg.pos_loss_unit, mask) / 3
+            frac_err = origin_free_frac_error(out["frac"], batch.frac, mask) / 3
+        else:
+            pos_err = (((out["pos"] - target) / cfg.pos_loss_unit) ** 2).mean(-1)
+            frac_err = (wrap_diff(out["frac"] - batch.frac) ** 2).mean(-1)
         l_pos_c = (pos_err * per_atom).sum() / per_atom.sum().clamp_min(1)
         l_pos_m = (pos_err * mol_atom).sum() / mol_atom.sum().clamp_min(1)
-        l_frac = ((wrap_diff(out["frac"] - batch.frac) ** 2).mean(-1) * per_atom).sum() / per_atom.sum().clamp_min(1)
+        l_frac = (frac_err * per_atom).sum() / per_atom.sum().clamp_min(1)
         n_cryst = per.sum().clamp_min(1)
         l_len = (((out["lengths"] - batch.lengths) ** 2).mean(-1) * per).sum() / n_cryst
         l_ang = (((out["angles"] - batch.angles) ** 2).mean(-1) * per).sum() / n_cryst
@@ -162,6 +182,8 @@ class VAE(nn.Module):
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The parameters that :meth:`encode` uses (frozen by ``VAEConfig.freeze_encoder``)."""
+        if self.cfg.encoder == "equivariant":
+            return list(self.eq_encoder.parameters())
         mods = (self.type_embed, self.pos_embed, self.frac_embed, self.lattice_embed, self.dataset_embed,
                 self.periodic_embed, self.encoder, self.to_latent)
         return [p for m in mods for p in m.parameters()]

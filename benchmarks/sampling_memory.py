@@ -13,9 +13,9 @@ size of the files it wrote:
 * ``--trace N``: one ``adit sample`` of N samples run in a child through the command's own entry
   point, recording after every chunk written the resident memory (``VmRSS``), the peak since the
   previous chunk (``VmHWM``, reset through ``/proc/self/clear_refs`` after each reading) and the
-  size of the structures output (SDF file or CIF folder) so far. A process's overall peak is the largest of these per-chunk peaks, so it
-  rises in steps with the number of chunks while the per-chunk values stay in one band: the trace
-  shows whether that band moves.
+  size of the structures output (SDF file or CIF folder) so far. A process's overall peak is the
+  largest of these per-chunk peaks, so it rises in steps with the number of chunks while the
+  per-chunk values stay in one band: the trace shows whether that band moves.
 
 Writes ``benchmarks/results/sampling_memory.json`` (``--trace``: ``sampling_memory_trace.json``
 and ``.png``). Usage::

@@ -18,6 +18,7 @@ from pathlib import Path
 from adit_torch.checkpoint import read_metadata
 from adit_torch.cli import NaNLossError
 from adit_torch.config import (
+    ENCODERS,
     LR_SCHEDULES,
     SIZES,
     DiTConfig,
@@ -80,6 +81,10 @@ def register(subparsers) -> None:
     """Add ``train-vae`` and ``train-dit`` to the ``adit`` parser."""
     p = subparsers.add_parser("train-vae", help="train the VAE (atoms <-> per-atom latents)",
                               description="Train the ADiT autoencoder on MP-20, QM9 or both.")
+    p.add_argument("--encoder", choices=ENCODERS,
+                   help="encoder: transformer (default; learns the symmetries from random rotations) or "
+                        "equivariant (e3nn message passing over neighbours within the cutoff, periodic images "
+                        "included: latents invariant to rotations and translations by construction)")
     _common(p)
     p.set_defaults(handler=run_train_vae)
     p = subparsers.add_parser("train-dit", help="train the diffusion transformer on a frozen VAE's latents",
@@ -127,8 +132,10 @@ def _resume_config(args, kind: str, run_cfg: Path) -> dict:
                               f"{', '.join(RESUME_CHANGEABLE)}")
         changes[key] = {"from": train.get(key), "to": value}
         train[key] = value
+    asked_model = {"vae": {**settings.get("vae", {}), **(_encoder_flag(args) if kind == "vae" else {})},
+                   "dit": settings.get("dit", {}), "flow": settings.get("flow", {})}
     for section in ("vae", "dit", "flow"):
-        for key, value in settings.get(section, {}).items():
+        for key, value in asked_model[section].items():
             if json.dumps(value) != json.dumps(stored.get(section, {}).get(key)):
                 raise ConfigError(f"--resume: {section}.{key} cannot change when resuming {args.out_dir} (stored "
                                   f"{stored.get(section, {}).get(key)!r}, asked {value!r})")
@@ -142,6 +149,12 @@ def _resume_config(args, kind: str, run_cfg: Path) -> dict:
     return out
 
 
+def _encoder_flag(args) -> dict:
+    """``{"encoder": ...}`` when ``--encoder`` was given (it overrides ``--settings``), else nothing."""
+    encoder = getattr(args, "encoder", None)
+    return {} if encoder is None else {"encoder": encoder}
+
+
 def _resolve(args, kind: str) -> dict:
     """Configs for a new run or the stored ones for ``--resume``; raises before any work starts."""
     run_cfg = args.out_dir / "run_config.json"
@@ -150,7 +163,7 @@ def _resolve(args, kind: str) -> dict:
     settings = load_settings(args.settings) if args.settings else {}
     out = {"size": args.size, "train": _train_cfg(args, settings)}
     if kind == "vae":
-        out["vae"] = vae_config(args.size, **settings.get("vae", {}))
+        out["vae"] = vae_config(args.size, **{**settings.get("vae", {}), **_encoder_flag(args)})
     else:
         out["dit"] = dit_config(args.size, **settings.get("dit", {}))
         out["flow"] = from_dict(FlowConfig, settings.get("flow", {}), where="flow settings")
@@ -161,7 +174,8 @@ def _resolve(args, kind: str) -> dict:
             raise CheckpointError(f"--init {args.init} is a {meta['kind']} checkpoint, but train-{kind} needs a "
                                   f"{' or '.join(accepted)} checkpoint")
         # the checkpoint's config, with the --settings of this run on top (loss weights, corruption, ...)
-        stored = {**meta["config"].get(kind, {}), **settings.get(kind, {})}
+        stored = {**meta["config"].get(kind, {}), **settings.get(kind, {}),
+                  **(_encoder_flag(args) if kind == "vae" else {})}
         out[kind] = from_dict(type(out[kind]), stored, where=f"--init {args.init}")
     return out
 

@@ -240,3 +240,23 @@ def test_the_exit_status_is_written_by_adit_itself(trained, tmp_path, monkeypatc
     assert main(["train-dit", "--vae", str(tmp_path / "missing.safetensors"), "--out-dir",
                  str(tmp_path / "x")]) == EXIT_CODES["checkpoint"]
     assert (tmp_path / "status.rank3").read_text() == "3\n" and not status.exists()
+
+
+def test_equivariant_encoder_trains_a_vae_whose_latents_a_dit_trains_and_samples_on(env, tmp_path):
+    """`train-vae --encoder equivariant` on both kinds, then `train-dit` on its latents and `sample` from it; a
+    resume cannot switch the encoder."""
+    from adit_torch.checkpoint import read_metadata
+
+    _, settings = env
+    vae_dir, dit_dir = tmp_path / "vae", tmp_path / "dit"
+    assert main(["train-vae", "--encoder", "equivariant", "--dataset", "joint", "--out-dir", str(vae_dir),
+                 "--settings", str(settings), "--max-steps", "3", "--quiet"]) == 0
+    assert read_metadata(vae_dir / "vae.safetensors")["config"]["vae"]["encoder"] == "equivariant"
+    assert main(["train-vae", "--encoder", "transformer", "--out-dir", str(vae_dir), "--resume", "--max-steps", "4",
+                 "--quiet"]) == EXIT_CODES["bad_input"]
+    assert main(["train-dit", "--vae", str(vae_dir / "vae.safetensors"), "--dataset", "joint", "--out-dir",
+                 str(dit_dir), "--settings", str(settings), "--max-steps", "3", "--quiet"]) == 0
+    out = tmp_path / "s" / "c.extxyz"
+    assert main(["sample", "--checkpoint", str(dit_dir / "dit.safetensors"), "--kind", "crystal", "--num-samples",
+                 "4", "--out", str(out), "--quiet"]) == 0
+    assert len(ase.io.read(out, index=":")) == 4
