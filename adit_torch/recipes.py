@@ -200,7 +200,10 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
 
     Crystals match when pymatgen's ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3)``
     fits original and reconstruction; molecules when every atom type is right and
-    the RMSD (same frame, no alignment) is below ``rmsd_threshold`` Å.
+    the RMSD is below ``rmsd_threshold`` Å: in the same frame (no alignment) for the
+    Transformer encoder, after the best proper rotation for the equivariant one (its
+    decoder chooses its own frame). ``molecule_match_rate_aligned`` and
+    ``molecule_rmsd_aligned`` use the rotation for both, so the two compare.
     """
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
@@ -209,7 +212,8 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
     rec = []
     for i in range(0, len(systems), batch_size):
         rec += vae.reconstruct(collate(systems[i:i + batch_size]).to(device))
-    cryst, mol, types_ok, rmsds = [], [], [], []
+    cryst, mol, types_ok, rmsds, mol_aligned, rmsds_aligned = [], [], [], [], [], []
+    frame_free = vae.cfg.encoder == "equivariant"
     for orig, r in zip(systems, rec):
         same = bool(len(orig.numbers) == len(r.numbers) and (orig.numbers == r.numbers).all())
         types_ok.append(same)
@@ -221,6 +225,10 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
         else:
             centred = orig.positions - orig.positions.mean(0)
             rmsd = float(np.sqrt(((centred - r.positions) ** 2).sum(-1).mean()))
+            aligned = aligned_rmsd(r.positions, centred) if len(r.positions) == len(centred) else float("inf")
+            rmsds_aligned.append(aligned)
+            mol_aligned.append(same and aligned < rmsd_threshold)
+            rmsd = aligned if frame_free else rmsd
             rmsds.append(rmsd)
             mol.append(same and rmsd < rmsd_threshold)
     out = {"type_accuracy": float(np.mean(types_ok))}
@@ -229,7 +237,21 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
     if mol:
         out["molecule_match_rate"] = float(np.mean(mol))
         out["molecule_rmsd"] = float(np.mean(rmsds))
+        out["molecule_match_rate_aligned"] = float(np.mean(mol_aligned))
+        out["molecule_rmsd_aligned"] = float(np.mean(rmsds_aligned))
     return out
+
+
+def aligned_rmsd(pred: np.ndarray, target: np.ndarray) -> float:
+    """RMSD (Å) of ``pred (n, 3)`` to ``target (n, 3)`` after centring both and the best proper rotation (Kabsch)."""
+    import torch
+
+    from adit_torch.equivariant import aligned_position_error
+
+    p = torch.as_tensor(pred - pred.mean(0), dtype=torch.float64)[None]
+    t = torch.as_tensor(target - target.mean(0), dtype=torch.float64)[None]
+    err = aligned_position_error(p, t, torch.ones(1, len(pred), dtype=torch.bool))
+    return float(err.mean().sqrt())
 
 
 def vae_loss_fn(augment: bool):
