@@ -38,8 +38,10 @@ from torch import nn
 
 from adit_torch.batching import Batch
 from adit_torch.config import VAEConfig
+from adit_torch.errors import InvalidSystemError
 
-#: Most lattice translations per axis searched for neighbours; a cell thinner than cutoff / this is refused.
+#: Most lattice translations per axis searched for neighbours; a cell thinner than cutoff / this is refused
+#: (:class:`~adit_torch.errors.InvalidSystemError`).
 MAX_IMAGES = 8
 
 
@@ -79,8 +81,9 @@ def radius_graph(batch: Batch, cutoff: float) -> tuple[torch.Tensor, torch.Tenso
     counts = image_counts(batch.lattice, batch.periodic, cutoff)
     if bsz and int(counts.max()) > MAX_IMAGES:
         worst = int(counts.max(dim=1).values.argmax())
-        raise ValueError(f"system {worst} of the batch: a lattice plane spacing below {cutoff / MAX_IMAGES:.2f} Å "
-                         f"would need more than {MAX_IMAGES} periodic images per axis for a {cutoff} Å cutoff")
+        raise InvalidSystemError(f"system {worst} of the batch: a lattice plane spacing below "
+                                 f"{cutoff / MAX_IMAGES:.2f} Å would need more than {MAX_IMAGES} periodic images "
+                                 f"per axis for a {cutoff} Å cutoff")
     reach = counts.max(dim=0).values.tolist() if bsz else [0, 0, 0]
     pair = batch.mask[:, :, None] & batch.mask[:, None, :]  # (B, N_dst, N_src)
     same = torch.eye(n, dtype=torch.bool, device=pos.device)[None]

@@ -16,7 +16,7 @@ from adit_torch.equivariant import (
     origin_free_frac_error,
     radius_graph,
 )
-from adit_torch.errors import ConfigError
+from adit_torch.errors import ConfigError, InvalidSystemError
 from adit_torch.invariance import (
     assert_crystal_translation_invariant,
     assert_periodic_image_invariant,
@@ -75,7 +75,7 @@ def test_a_cell_too_thin_for_the_cutoff_is_refused():
     crystal = mp20_systems(1)[0]
     thin = dataclasses.replace(collate([crystal], dtype=torch.float64))
     thin.lattice[0, 2] *= 0.02
-    with pytest.raises(ValueError, match="system 0 of the batch: a lattice plane spacing"):
+    with pytest.raises(InvalidSystemError, match="system 0 of the batch: a lattice plane spacing"):
         radius_graph(thin, 5.0)
 
 
