@@ -130,7 +130,9 @@ def test_adit_torchrun_trains_with_the_processes_it_was_told(tmp_path):
          "--max-steps", "3", "--quiet"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # a failing rank's own error comes before torchrun's long report: keep both in the message
+    errors = "\n".join(line for line in result.stderr.splitlines() if "Error" in line or "error:" in line)
+    assert result.returncode == 0, errors[-3000:] + "\n" + result.stdout[-1000:] + result.stderr[-1500:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["step"] == 3 and metrics["status"] == "completed"
     assert (tmp_path / "status").read_text().strip() == "0"  # rank 0 wrote its own status
