@@ -39,6 +39,7 @@ from torch import nn
 from adit_torch.batching import Batch
 from adit_torch.config import VAEConfig
 from adit_torch.errors import InvalidSystemError
+from adit_torch.vae import wrap_diff  # vae imports this module only inside functions: no import cycle
 
 #: Most lattice translations per axis searched for neighbours; a cell thinner than cutoff / this is refused
 #: (:class:`~adit_torch.errors.InvalidSystemError`).
@@ -202,5 +203,4 @@ def origin_free_frac_error(pred: torch.Tensor, target: torch.Tensor, mask: torch
     ang = 2 * math.pi * d.detach()
     m = mask.unsqueeze(-1).to(d.dtype)
     shift = torch.atan2((torch.sin(ang) * m).sum(1), (torch.cos(ang) * m).sum(1)) / (2 * math.pi)  # (B, 3)
-    r = d - shift.unsqueeze(1)
-    return ((r - torch.round(r)) ** 2).sum(-1)
+    return (wrap_diff(d - shift.unsqueeze(1)) ** 2).sum(-1)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from adit_torch.augment import random_rotations, rotate_batch
+from adit_torch.augment import random_rotations, rotate_batch, translate_batch
 from adit_torch.batching import Batch, collate
 from adit_torch.system import AtomicSystem
 
@@ -82,20 +82,13 @@ def assert_translation_invariant(fn: BatchFn, batch: Batch, generator: torch.Gen
     return _compare(fn(moved), fn(batch), batch, atol, "translation invariant")
 
 
-def translate_crystals(batch: Batch, generator: torch.Generator | None = None) -> Batch:
-    """The batch with every crystal moved rigidly by a random fraction of its cell: fractional coordinates
-    shifted by one random vector and wrapped into [0, 1), Cartesian positions following (molecules unchanged)."""
-    shift = torch.rand(len(batch), 1, 3, generator=generator, dtype=batch.frac.dtype).to(batch.frac.device)
-    frac = torch.remainder(batch.frac + shift, 1.0)
-    pos = torch.einsum("bni,bij->bnj", frac, batch.lattice)
-    per = batch.periodic.view(-1, 1, 1) & batch.mask.unsqueeze(-1)
-    return dataclasses.replace(batch, frac=torch.where(per, frac, batch.frac), pos=torch.where(per, pos, batch.pos))
-
-
 def assert_crystal_translation_invariant(fn: BatchFn, batch: Batch, generator: torch.Generator | None = None,
                                          atol: float = 1e-5) -> float:
-    """Outputs do not change when every crystal is moved rigidly inside its cell (:func:`translate_crystals`)."""
-    return _compare(fn(translate_crystals(batch, generator)), fn(batch), batch, atol, "crystal translation invariant")
+    """Outputs do not change when every crystal is moved rigidly inside its cell (fractional coordinates shifted by
+    one random vector and wrapped, Cartesian positions following: :func:`adit_torch.augment.translate_batch`,
+    molecules left where they are)."""
+    moved = translate_batch(batch, generator, scale=0.0)
+    return _compare(fn(moved), fn(batch), batch, atol, "crystal translation invariant")
 
 
 def assert_rotation_invariant(fn: BatchFn, batch: Batch, generator: torch.Generator | None = None,
