@@ -257,8 +257,12 @@ class SampleConditions:
                               f"{', '.join(supported) if supported else 'no condition'} (and num_atoms)")
         for key in self.keys():
             if key not in supported:
+                from adit_torch.pretrained import models_with_conditions
+
+                able = models_with_conditions([key])
                 raise ConfigError(f"{where} {key}: this model was not trained with it; it supports "
-                                  f"{', '.join(supported) if supported else 'no condition'} (and num_atoms)")
+                                  f"{', '.join(supported) if supported else 'no condition'} (and num_atoms)"
+                                  + (f"; shipped models trained with it: {', '.join(able)}" if able else ""))
         if self.space_group is not None and kind != "crystal":
             raise ConfigError(f"{where} space_group: only crystals have a space group, not a {kind}")
         for key in self.properties:

@@ -121,6 +121,23 @@ def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
     return AtomicSystem(numbers, pos)
 
 
+def keep_exactly(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
+    """``sample`` with its first ``k`` atoms replaced by the fragment's own elements and positions.
+
+    The decoder reproduces kept atoms only approximately (``kept_rmsd``); this writes the given
+    atoms themselves, placed where the sample put them: rigidly aligned onto them (molecules) or
+    shifted by their best common translation in the sample's cell (crystals, fractional
+    coordinates). The generated atoms do not move. ``info`` is kept and ``kept_exact`` set; a
+    failed decode is returned unchanged.
+    """
+    if sample.info.get("decode_failed") or sample.num_atoms <= fragment.num_atoms:
+        return sample
+    out = _placed(fragment, sample)
+    out.info.update(sample.info)
+    out.info["kept_exact"] = True
+    return out
+
+
 def encode_in_context(vae, fragment: AtomicSystem, samples: list[AtomicSystem], previous: torch.Tensor,
                       stats: dict[str, Any], device="cpu") -> torch.Tensor:
     """Latents of the kept atoms encoded inside each completion (a refinement round).

@@ -91,6 +91,16 @@ MODELS: dict[str, PretrainedModel] = {
 DEFAULT_MODEL = "adit-xs-joint"
 
 
+def models_with_conditions(keys) -> list[str]:
+    """Names of the registered models trained with every condition key in ``keys`` (registry order).
+
+    ``num_atoms`` needs no training and ``formula`` needs ``chemical_system``; an empty ``keys``
+    gives every model.
+    """
+    need = {"chemical_system" if key == "formula" else key for key in keys} - {"num_atoms"}
+    return [name for name, model in MODELS.items() if need <= set(model.conditions)]
+
+
 def get_model(name: str) -> PretrainedModel:
     """The registry entry ``name``; raises :class:`ConfigError` listing the known names."""
     if name not in MODELS:

@@ -50,6 +50,7 @@ from adit_torch.inpaint import (
     encode_in_context,
     fidelity_stats,
     fidelity_summary,
+    keep_exactly,
 )
 from adit_torch.symmetry import compatible_types, symmetrize
 from adit_torch.system import AtomicSystem
@@ -347,7 +348,7 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                  solver: str = "euler", grid: str = "uniform", fragment: AtomicSystem | None = None,
                  inpaint_rounds: int = 2, precision: str = "fp32", chunk: int | None = None,
                  conditions: SampleConditions | None = None, keep_lattice: bool = False,
-                 guidance_interval: tuple[float, float] | None = None):
+                 guidance_interval: tuple[float, float] | None = None, exact_keep: bool = True):
     """Generate the samples of :func:`sample_systems` in order, ``chunk`` at a time.
 
     Yields lists of :class:`AtomicSystem` (samples ``0..chunk-1``, then the next ``chunk``, ...),
@@ -411,7 +412,9 @@ def iter_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: st
                     s.info.update({"id": f"sample-{j}", "kind": kind, "seed": int(seed)})
                     out[j - start] = s
         if fragment is not None:
-            fidelity_summary(fragment, out)
+            fidelity_summary(fragment, out)  # the decoder's own fidelity, before the exact atoms go in
+            if exact_keep:
+                out = [keep_exactly(fragment, s) for s in out]
         if chunk < num_samples:
             drawn[2].clear()  # the next chunk's samples are in other noise blocks (bar one shared at the edge)
         yield out
@@ -459,7 +462,7 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
                    fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                    precision: str = "fp32", conditions: SampleConditions | None = None,
                    keep_lattice: bool = False, guidance_interval: tuple[float, float] | None = None,
-                   ) -> list[AtomicSystem]:
+                   exact_keep: bool = True) -> list[AtomicSystem]:
     """Generate ``num_samples`` systems of ``kind`` (``"crystal"`` or ``"molecule"``).
 
     Args:
@@ -476,7 +479,8 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         grid: time grid (:data:`adit_torch.flow.TIME_GRIDS`: uniform, power, reference).
         fragment: atoms to keep (inpainting, :mod:`adit_torch.inpaint`): they become the first
             atoms of every sample, each of which must have more atoms than the fragment; each
-            sample's ``info`` gets ``kept_types`` and ``kept_rmsd`` (Å).
+            sample's ``info`` gets ``kept_types`` and ``kept_rmsd`` (Å), how closely the decoder
+            reproduced them.
         inpaint_rounds: with a fragment, rounds of sampling (each costs a full integration); from the
             second on, the kept atoms' latents are encoded inside the previous round's completions
             (:func:`adit_torch.inpaint.encode_in_context`), from the same noise. Two rounds halve the
@@ -492,11 +496,13 @@ def sample_systems(dit, vae, flow_cfg: FlowConfig, stats: dict[str, Any], kind: 
         guidance_interval: ``(lo, hi)``: guidance (every term of :func:`adit_torch.conditions.guidance_terms`)
             only at times ``lo <= t <= hi`` of the flow (0 = noise, 1 = data); elsewhere one forward with
             every asked condition. None (default) guides every step.
+        exact_keep: with a ``fragment``, write the fragment's own atoms into every sample, placed where
+            the decoder put them (:func:`adit_torch.inpaint.keep_exactly`); False keeps the decoded atoms.
     """
     return [s for part in iter_systems(dit, vae, flow_cfg, stats, kind, num_samples, steps, cfg_scale, seed,
                                        batch_size, num_atoms, device, progress, solver, grid, fragment,
                                        inpaint_rounds, precision, conditions=conditions, keep_lattice=keep_lattice,
-                                       guidance_interval=guidance_interval)
+                                       guidance_interval=guidance_interval, exact_keep=exact_keep)
             for s in part]
 
 
@@ -530,7 +536,7 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
                       fragment: AtomicSystem | None = None, inpaint_rounds: int = 2,
                       precision: str = "fp32", chunk: int | None = None,
                       sink=None, conditions: SampleConditions | None = None, keep_lattice: bool = False,
-                      guidance_interval: tuple[float, float] | None = None,
+                      guidance_interval: tuple[float, float] | None = None, exact_keep: bool = True,
                       ) -> tuple[list[AtomicSystem], dict[str, Any]]:
     """Load a DiT checkpoint and sample from it; returns the systems and a summary (settings, timing,
     and the network evaluations spent: ``nfe`` per sample, ``forward_passes_per_sample`` counting the
@@ -540,8 +546,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     With ``sink``, the samples are made ``chunk`` at a time (:func:`iter_systems`) and each chunk, in
     order, is passed to ``sink(systems)`` and not kept: the returned list is empty and memory is
     bounded by the chunk whatever ``num_samples`` is (``adit sample`` streams its files this way).
-    ``conditions``, ``keep_lattice`` and ``guidance_interval`` as in :func:`sample_systems`; they are recorded
-    in the summary.
+    ``conditions``, ``keep_lattice``, ``guidance_interval`` and ``exact_keep`` as in :func:`sample_systems`;
+    they are recorded in the summary.
     """
     from adit_torch.checkpoint import load_dit
 
@@ -556,7 +562,8 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
     for part in iter_systems(dit, vae, flow_cfg, meta.get("data", {}), kind, num_samples, steps, cfg_scale, seed,
                              batch_size, num_atoms, device, progress, solver, grid, fragment, inpaint_rounds,
                              precision, chunk if sink is not None else None, conditions=conditions,
-                             keep_lattice=keep_lattice, guidance_interval=guidance_interval):
+                             keep_lattice=keep_lattice, guidance_interval=guidance_interval,
+                             exact_keep=exact_keep):
         written += len(part)
         failed += sum(bool(s.info.get("decode_failed")) for s in part)
         snapped += sum(bool(s.info.get("symmetrized")) for s in part)
@@ -595,5 +602,5 @@ def sample_checkpoint(path, kind: str, num_samples: int, steps: int | None = Non
             summary["num_symmetrized"] = snapped  # samples snapped onto the asked space group
     if fragment is not None:
         summary["inpainting"] = {**fidelity_stats(fragment, kept, rmsds), "rounds": inpaint_rounds,
-                                 "keep_lattice": bool(keep_lattice)}
+                                 "keep_lattice": bool(keep_lattice), "exact_keep": bool(exact_keep)}
     return systems, summary

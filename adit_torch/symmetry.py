@@ -94,9 +94,10 @@ def _spglib():
     return spglib
 
 
-def _quiet(fn, *args, **kwargs):
-    """Call an spglib function with its notices off (Python warnings, and the C library's lines on
-    stderr such as 'No centring was found', which a loose tolerance triggers); None when it raises."""
+def quiet_spglib(fn, *args, **kwargs):
+    """Call spglib function ``fn`` with its notices off (Python warnings, and the C library's lines on
+    stderr such as 'No centring was found', which loose tolerances and distorted cells trigger);
+    its result, or None when it raises (spglib raises on degenerate cells)."""
     before = os.environ.get("SPGLIB_WARNING")
     os.environ["SPGLIB_WARNING"] = "OFF"
     try:
@@ -131,7 +132,7 @@ def settings(number: int) -> tuple[tuple[int, str], ...]:
     spglib = _spglib()
     out = []
     for hall in range(1, 531):
-        kind = _quiet(spglib.get_spacegroup_type, hall)
+        kind = quiet_spglib(spglib.get_spacegroup_type, hall)
         if kind is not None and kind.number == number:
             out.append((hall, _letter(kind.hall_symbol)))
     return tuple(out)
@@ -163,13 +164,13 @@ def _conventional_lattice(system: AtomicSystem, number: int):
     letters = {letter for _, letter in settings(number)}
     seen = []
     for tol in LATTICE_TOLERANCES:
-        data = _quiet(spglib.get_symmetry_dataset, (system.lattice, [[0.0, 0.0, 0.0]], [1]), symprec=tol)
+        data = quiet_spglib(spglib.get_symmetry_dataset, (system.lattice, [[0.0, 0.0, 0.0]], [1]), symprec=tol)
         if data is None:
             continue
         found = _family(int(data.number))
         if found != family and family not in _HOSTS.get(found, ()):
             continue
-        kind = _quiet(spglib.get_spacegroup_type, int(data.hall_number))
+        kind = quiet_spglib(spglib.get_spacegroup_type, int(data.hall_number))
         letter = _letter(kind.hall_symbol) if kind is not None else "?"
         P = np.asarray(data.transformation_matrix, dtype=float)
         if letter not in letters or any(np.allclose(P, q) for q in seen):
@@ -348,7 +349,7 @@ def symmetrize(system: AtomicSystem, number: int, max_shift: float = MAX_SHIFT,
     frac = frac + np.round(system.frac_coords - frac)  # each atom keeps its periodic image
     lattice = P.T @ A
     out = AtomicSystem.from_fractional(system.numbers, frac, lattice, info=dict(system.info))
-    found = _quiet(_spglib().get_symmetry_dataset, (out.lattice, np.mod(out.frac_coords, 1.0), out.numbers),
+    found = quiet_spglib(_spglib().get_symmetry_dataset, (out.lattice, np.mod(out.frac_coords, 1.0), out.numbers),
                    symprec=CHECK_SYMPREC)
     result = dict(max_shift=max_s, rms_shift=rms_s, strain=strain, lattice_tolerance=tol, hall_number=hall)
     if found is None or int(found.number) != number:

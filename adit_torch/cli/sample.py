@@ -1,7 +1,8 @@
 """`adit sample`: generate crystals or molecules from a DiT checkpoint or a named pretrained model.
 
 With neither ``--checkpoint`` nor ``--model`` it samples the default shipped
-model (:data:`adit_torch.pretrained.DEFAULT_MODEL`). Writes ``OUT.extxyz``,
+model (:data:`adit_torch.pretrained.DEFAULT_MODEL`), or, for ``--condition`` keys the default was not
+trained with, the first shipped model that was (:func:`adit_torch.pretrained.models_with_conditions`). Writes ``OUT.extxyz``,
 ``OUT.summary.json`` (requested / written counts, settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
 ``OUT.sdf`` (molecules). The checkpoint is checked before any sampling.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 from adit_torch.checkpoint import read_metadata
@@ -26,7 +28,8 @@ def register(subparsers) -> None:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", type=Path, help="DiT checkpoint (dit.safetensors)")
     source.add_argument("--model", help="a pretrained model by name (see `adit models`; default: "
-                                        "the shipped joint model when --checkpoint is not given either)")
+                                        "the shipped joint model when --checkpoint is not given either, or "
+                                        "for --condition keys it lacks the first shipped model trained with them)")
     p.add_argument("--kind", required=True, choices=("crystal", "molecule"), help="what to generate")
     p.add_argument("--num-samples", required=True, type=int, help="number of systems")
     p.add_argument("--steps", type=int, help="solver steps (default: the checkpoint's, 100)")
@@ -49,6 +52,10 @@ def register(subparsers) -> None:
     p.add_argument("--keep-lattice", action="store_true",
                    help="with --keep and a crystal: decode the samples (last round) into the kept structure's "
                         "lattice, their fractional coordinates kept (choose --num-atoms to suit its volume)")
+    p.add_argument("--no-exact-keep", dest="exact_keep", action="store_false",
+                   help="with --keep: write the kept atoms as the decoder reproduced them (within a few tenths "
+                        "of an Å). By default the given atoms themselves are written, placed where the sample "
+                        "put them; the summary's `inpainting` reports the decoder's own fidelity either way")
     p.add_argument("--inpaint-rounds", type=int, default=2,
                    help="with --keep: sampling rounds; from the second on the kept atoms are encoded inside the "
                         "previous completion (default 2: half the kept part's RMSD of one round, twice the time)")
@@ -83,11 +90,21 @@ def output_paths(out: Path, kind: str) -> dict[str, Path]:
 
 
 def _resolve_checkpoint(args) -> None:
-    """Set ``args.checkpoint`` from ``--model`` (or the default model when neither was given)."""
+    """Set ``args.checkpoint`` from ``--model``, or when neither was given from the default model, or
+    from the first registered model trained with every ``--condition`` key when the default was not
+    (said on stderr)."""
     if args.checkpoint is None:
-        from adit_torch.pretrained import DEFAULT_MODEL, pretrained_path
+        from adit_torch.pretrained import DEFAULT_MODEL, models_with_conditions, pretrained_path
 
-        args.model = args.model or DEFAULT_MODEL
+        if args.model is None:
+            args.model = DEFAULT_MODEL
+            keys = {item.split("=", 1)[0].strip() for item in args.condition or []}
+            able = models_with_conditions(keys)
+            if able and DEFAULT_MODEL not in able:
+                args.model = able[0]
+                print(f"adit sample: --condition {', '.join(sorted(keys))}: sampling {args.model}, the first "
+                      f"shipped model trained with it (the default {DEFAULT_MODEL} has no conditions; "
+                      "--model chooses)", file=sys.stderr)
         args.checkpoint = pretrained_path(args.model)
 
 
@@ -148,6 +165,8 @@ def _check(args) -> None:
     args.fragment_system = None
     if args.inpaint_rounds < 1:
         raise ConfigError(f"--inpaint-rounds must be at least 1, got {args.inpaint_rounds}")
+    if not args.exact_keep and args.fragment is None:
+        raise ConfigError("--no-exact-keep is about the atoms given with --keep; give --keep FILE")
     if args.keep_lattice and args.fragment is None:
         raise ConfigError("--keep-lattice keeps the lattice of the structure given with --keep; give --keep FILE")
     if args.keep_lattice and args.kind != "crystal":
@@ -190,6 +209,7 @@ def run_sample(args) -> int:
                                        fragment=args.fragment_system, inpaint_rounds=args.inpaint_rounds,
                                        precision=args.precision, chunk=CHUNK, sink=sink,
                                        keep_lattice=args.keep_lattice, guidance_interval=args.guidance_window,
+                                       exact_keep=args.exact_keep,
                                        conditions=args.conditions if args.conditions.as_dict() else None)
     written = summary["num_written"]
     summary["settings"]["model"] = args.model

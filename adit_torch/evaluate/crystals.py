@@ -137,18 +137,15 @@ def density(system: AtomicSystem) -> float:
 
 
 def spacegroup_number(system: AtomicSystem, symprec: float = 0.1) -> int | None:
-    """International space-group number (1-230) from spglib, ``None`` when spglib finds none."""
-    import warnings
-
+    """International space-group number (1-230) from spglib at ``symprec`` (Å), ``None`` when spglib
+    finds none or refuses the cell. spglib's own notices (warnings, and its C library's lines on
+    stderr) are silenced: a generated cell's failed symmetry search is a ``None``, not a message."""
     import spglib
 
+    from adit_torch.symmetry import quiet_spglib
+
     cell = (system.lattice, np.mod(system.frac_coords, 1.0), system.numbers)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # spglib's notice about its error handling
-            data = spglib.get_symmetry_dataset(cell, symprec=symprec)
-    except Exception:  # spglib raises its own error class on degenerate cells
-        return None
+    data = quiet_spglib(spglib.get_symmetry_dataset, cell, symprec=symprec)
     return None if data is None else int(data.number)
 
 

@@ -150,7 +150,7 @@ def condition_flags(conditions: dict) -> tuple[list[str], list[str]]:
 
 def validate_fragment_inputs(inputs, _) -> str | None:
     """A fragment must be of the kind sampled and smaller than ``num_atoms`` when that is given; ``keep_lattice``
-    needs a periodic fragment; ``symmetrize`` needs a ``space_group`` condition."""
+    needs a periodic fragment, ``exact_keep`` a fragment; ``symmetrize`` needs a ``space_group`` condition."""
     if inputs.get("symmetrize") is not None and "space_group" not in (
             inputs["conditions"].get_dict() if inputs.get("conditions") is not None else {}):
         return "`symmetrize` applies to a `space_group` condition, and `conditions` has none"
@@ -158,6 +158,8 @@ def validate_fragment_inputs(inputs, _) -> str | None:
     if inputs.get("keep_lattice") is not None and inputs["keep_lattice"].value and (
             fragment is None or not any(fragment.pbc)):
         return "`keep_lattice` keeps the lattice of a periodic `fragment`: give one"
+    if inputs.get("exact_keep") is not None and fragment is None:
+        return "`exact_keep` is about the atoms of a `fragment`: give one"
     if fragment is None or "kind" not in inputs:
         return None
     periodic = any(fragment.pbc)
@@ -261,6 +263,14 @@ class AditSampleCalculation(AditCalculation):
             "lattice (`adit sample --keep-lattice`); set `num_atoms` to suit the cell's volume.",
         )
         spec.input(
+            "exact_keep",
+            valid_type=orm.Bool,
+            required=False,
+            help="With a `fragment`: True (the default) writes the fragment's own atoms into every sample, placed "
+            "where the sample put them; False keeps the atoms as the decoder reproduced them "
+            "(`adit sample --no-exact-keep`). The summary's `inpainting` reports the decoder's fidelity either way.",
+        )
+        spec.input(
             "conditions",
             valid_type=orm.Dict,
             required=False,
@@ -335,6 +345,8 @@ class AditSampleCalculation(AditCalculation):
             cmdline += ["--keep", FRAGMENT_NAME]
             if "keep_lattice" in self.inputs and self.inputs.keep_lattice.value:
                 cmdline.append("--keep-lattice")
+            if "exact_keep" in self.inputs and not self.inputs.exact_keep.value:
+                cmdline.append("--no-exact-keep")
         if "conditions" in self.inputs:
             items, scales = condition_flags(self.inputs.conditions.get_dict())
             cmdline += [arg for item in items for arg in ("--condition", item)]

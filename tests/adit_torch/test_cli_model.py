@@ -111,6 +111,9 @@ def test_bad_input_exits_2(trained, tmp_path, capsys):
     assert main(["sample", "--checkpoint", dit, "--kind", "crystal", "--num-samples", "2", "--keep-lattice",
                  "--out", str(tmp_path / "o.extxyz")]) == EXIT_CODES["bad_input"]
     assert "give --keep FILE" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "2", "--no-exact-keep",
+                 "--out", str(tmp_path / "o.extxyz")]) == EXIT_CODES["bad_input"]
+    assert "--no-exact-keep is about the atoms given with --keep" in capsys.readouterr().err
     ring = tmp_path / "ring.xyz"
     ring.write_text("3\n\nC 0 0 0\nC 1.4 0 0\nC 0.7 1.2 0\n")
     assert main(["sample", "--checkpoint", dit, "--kind", "molecule", "--num-samples", "2", "--keep", str(ring),

@@ -9,7 +9,7 @@ from adit_model_data import qm9_systems
 from adit_torch.config import DiTConfig, FlowConfig
 from adit_torch.dit import DiT
 from adit_torch.errors import ConfigError
-from adit_torch.inpaint import _kabsch_rmsd, kept_fidelity
+from adit_torch.inpaint import _kabsch_rmsd, keep_exactly, kept_fidelity
 from adit_torch.sample import sample_latents
 from adit_torch.system import AtomicSystem
 
@@ -48,6 +48,21 @@ def test_crystal_fidelity_ignores_a_periodic_shift():
     assert f["types_kept"] and f["rmsd"] < 1e-9
 
 
+def test_keep_exactly_writes_the_fragment_and_leaves_failed_decodes():
+    frag = AtomicSystem.from_parameters([8, 8], [[0.1, 0.1, 0.1], [0.4, 0.5, 0.6]], [4, 4, 4], [90, 90, 90])
+    sample = AtomicSystem.from_parameters([8, 16, 12], [[0.93, 0.62, 0.08], [0.2, 0.05, 0.61], [0.5, 0.5, 0.5]],
+                                          [4.1, 4, 4], [90, 90, 90], info={"id": "sample-0"})
+    out = keep_exactly(frag, sample)
+    assert out.info == {"id": "sample-0", "kept_exact": True}
+    f = kept_fidelity(frag, out)
+    assert f["types_kept"] and f["rmsd"] < 1e-9  # the fragment itself, up to one common shift
+    np.testing.assert_allclose(out.frac_coords[2], sample.frac_coords[2])  # generated atoms stay
+    np.testing.assert_allclose(out.lattice, sample.lattice)
+    failed = AtomicSystem.from_parameters([8, 8, 12], sample.frac_coords, [4, 4, 4], [90, 90, 90],
+                                          info={"decode_failed": True})
+    assert keep_exactly(frag, failed) is failed
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from adit_torch.pretrained import load_pretrained
@@ -81,6 +96,29 @@ def test_shipped_model_keeps_a_real_molecular_fragment(shipped, qm9_sample):
         assert np.median([s.info["kept_rmsd"] for s in out]) < 0.25
 
 
+def test_exact_keep_writes_the_given_atoms_and_moves_nothing_else(shipped, qm9_sample):
+    """Same noise with exact_keep on (the default) and off: the exact samples hold the fragment's own
+    atoms, the generated atoms are the decoded ones, and the recorded fidelity is the decoder's in both."""
+    from scipy.spatial.distance import pdist
+
+    from adit_torch.sample import sample_systems
+
+    dit, vae, flow_cfg, meta = shipped
+    system = qm9_sample[0]
+    fragment = _qm9_fragment(system)
+    k = fragment.num_atoms
+    kw = dict(steps=6, solver="heun", seed=0, num_atoms=system.num_atoms, progress=False, fragment=fragment)
+    exact = sample_systems(dit, vae, flow_cfg, meta["data"], "molecule", 4, **kw)
+    decoded = sample_systems(dit, vae, flow_cfg, meta["data"], "molecule", 4, exact_keep=False, **kw)
+    for e, d in zip(exact, decoded):
+        assert e.info["kept_exact"] and "kept_exact" not in d.info
+        assert e.info["kept_rmsd"] == d.info["kept_rmsd"] > 0  # the decoder does not reproduce it exactly
+        np.testing.assert_array_equal(e.numbers[:k], fragment.numbers)
+        np.testing.assert_allclose(pdist(e.positions[:k]), pdist(fragment.positions), atol=1e-6)
+        np.testing.assert_allclose(e.positions[k:], d.positions[k:])
+        assert _kabsch_rmsd(d.positions[:k], e.positions[:k]) == pytest.approx(d.info["kept_rmsd"], abs=1e-4)
+
+
 def test_bad_fragment_requests_fail_clearly(shipped, qm9_sample):
     from adit_torch.sample import sample_systems
 
@@ -112,5 +150,7 @@ def test_shipped_model_keeps_a_crystals_lattice_and_sites():
     for s in out:
         np.testing.assert_allclose(s.lattice, crystal.lattice, atol=1e-6)
         assert s.info["kept_lattice"] and s.num_atoms == crystal.num_atoms
+        exact = kept_fidelity(fragment, s)  # the given sites themselves (exact_keep, the default)
+        assert exact["types_kept"] and exact["rmsd"] < 1e-6
     assert np.mean([s.info["kept_types"] for s in out]) >= 0.75
     assert np.median([s.info["kept_rmsd"] for s in out]) < 0.5

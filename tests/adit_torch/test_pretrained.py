@@ -108,6 +108,34 @@ def test_sample_without_a_checkpoint_uses_the_default_model(tmp_path, kind):
     assert summary["settings"]["checkpoint"] == str(pretrained_path(DEFAULT_MODEL))
 
 
+def test_models_with_conditions_follow_the_registry():
+    from adit_torch.pretrained import models_with_conditions
+
+    assert models_with_conditions([]) == list(MODELS)
+    assert models_with_conditions(["num_atoms"]) == list(MODELS)
+    assert models_with_conditions(["chemical_system"]) == ["adit-xs-joint-cond", "adit-xs-joint-cond-qm9"]
+    assert models_with_conditions(["formula", "space_group"]) == ["adit-xs-joint-cond", "adit-xs-joint-cond-qm9"]
+    assert models_with_conditions(["homo"]) == ["adit-xs-joint-cond-qm9"]
+    assert models_with_conditions(["colour"]) == []
+
+
+def test_sample_with_a_condition_and_no_model_picks_a_model_trained_with_it(tmp_path, capsys):
+    """The issue's own command, with no --model: the default model has no conditions, so the first
+    shipped model trained with the chemical system samples it, and says so."""
+    out = tmp_path / "lfo.extxyz"
+    assert main(["sample", "--kind", "crystal", "--condition", "chemical_system=Li-Fe-O", "--num-samples", "4",
+                 "--steps", "4", "--out", str(out), "--quiet"]) == 0
+    assert "sampling adit-xs-joint-cond, the first shipped model trained with it" in capsys.readouterr().err
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    assert summary["settings"]["model"] == "adit-xs-joint-cond"
+    assert all(set(f.get_chemical_symbols()) <= {"Li", "Fe", "O"} for f in ase.io.read(out, index=":"))
+    # named explicitly, a model without the condition is refused, and the error names those with it
+    assert main(["sample", "--model", DEFAULT_MODEL, "--kind", "crystal", "--condition", "chemical_system=Li-Fe-O",
+                 "--num-samples", "4", "--out", str(tmp_path / "x.extxyz"), "--quiet"]) == EXIT_CODES["bad_input"]
+    assert ("shipped models trained with it: adit-xs-joint-cond, adit-xs-joint-cond-qm9"
+            in capsys.readouterr().err)
+
+
 def test_sample_by_name_matches_sampling_the_file(tmp_path):
     by_name, by_file = tmp_path / "name.extxyz", tmp_path / "file.extxyz"
     common = ["--kind", "crystal", "--num-samples", "4", "--steps", "5", "--seed", "3", "--quiet"]

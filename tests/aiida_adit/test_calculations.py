@@ -202,6 +202,9 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
     assert "--keep-lattice" not in calc_info.codes_info[0].cmdline_params
     _, calc_info = generate_calc_job("adit.sample", {**crystal, "keep_lattice": orm.Bool(True)})
     assert calc_info.codes_info[0].cmdline_params[-3:] == ["--keep", "fragment.extxyz", "--keep-lattice"]
+    assert "--no-exact-keep" not in calc_info.codes_info[0].cmdline_params
+    _, calc_info = generate_calc_job("adit.sample", {**crystal, "exact_keep": orm.Bool(False)})
+    assert calc_info.codes_info[0].cmdline_params[-3:] == ["--keep", "fragment.extxyz", "--no-exact-keep"]
 
 
 @pytest.mark.parametrize(
@@ -210,6 +213,7 @@ def test_sample_writes_the_fragment_to_keep(adit_code, generate_calc_job, make_c
         ({"kind": "crystal"}, "`fragment` is not periodic but `kind` is 'crystal'"),
         ({"num_atoms": 6}, "samples need more atoms than the fragment's 6"),
         ({"keep_lattice": True}, "`keep_lattice` keeps the lattice of a periodic `fragment`"),
+        ({"exact_keep": False, "no_fragment": True}, "`exact_keep` is about the atoms of a `fragment`"),
     ],
 )
 def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, changes, message):
@@ -223,6 +227,10 @@ def test_sample_rejects_a_fragment_that_cannot_fit(adit_code, make_checkpoint, c
               "fragment": atoms_to_structure(molecule("C6H6")[:6])}
     if "keep_lattice" in changes:
         inputs["keep_lattice"] = orm.Bool(changes["keep_lattice"])
+    if "exact_keep" in changes:
+        inputs["exact_keep"] = orm.Bool(changes["exact_keep"])
+    if changes.get("no_fragment"):
+        del inputs["fragment"]
     with pytest.raises(ValueError, match=message):
         CalculationFactory("adit.sample")(inputs=inputs)
 
