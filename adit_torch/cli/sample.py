@@ -2,7 +2,8 @@
 
 With neither ``--checkpoint`` nor ``--model`` it samples the default shipped
 model (:data:`adit_torch.pretrained.DEFAULT_MODEL`), or, for ``--condition`` keys the default was not
-trained with, the first shipped model that was (:func:`adit_torch.pretrained.models_with_conditions`). Writes ``OUT.extxyz``,
+trained with, the first shipped model that was (:func:`adit_torch.pretrained.models_with_conditions`).
+Writes ``OUT.extxyz``,
 ``OUT.summary.json`` (requested / written counts, settings, timing) and ``OUT_cif/`` (crystals, one CIF per sample) or
 ``OUT.sdf`` (molecules). The checkpoint is checked before any sampling.
 """
