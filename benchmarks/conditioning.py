@@ -117,7 +117,8 @@ def main() -> None:
     from adit_torch.checkpoint import read_metadata
     from adit_torch.conditions import parse_conditions
     from adit_torch.pretrained import MODELS, pretrained_path
-    from adit_torch.sample import draw_sizes_and_noise, sample_checkpoint
+    from adit_torch.sample import sample_checkpoint
+    from adit_torch.sample_plan import draw_sizes_and_noise
 
     torch.set_num_threads(2)
     path = pretrained_path(args.model) if args.model in MODELS else pathlib.Path(args.model)

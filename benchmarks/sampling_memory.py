@@ -9,7 +9,7 @@ size of the files it wrote:
 * sample counts ``--counts`` at the default batch: the command makes and writes its samples
   :data:`adit_torch.cli.sample.CHUNK` at a time, so past one chunk the files keep growing while
   the memory should not (the atom counts, 16 bytes per sample, are all that is kept for every
-  sample; the initial noise is drawn a block at a time, :class:`adit_torch.sample.SampleNoise`);
+  sample; the initial noise is drawn a block at a time, :class:`adit_torch.sample_plan.SampleNoise`);
 * ``--trace N``: one ``adit sample`` of N samples run in a child through the command's own entry
   point, recording after every chunk written the resident memory (``VmRSS``), the peak since the
   previous chunk (``VmHWM``, reset through ``/proc/self/clear_refs`` after each reading) and the

@@ -9,7 +9,8 @@ import torch
 from adit_torch.config import DiTConfig, FlowConfig, VAEConfig
 from adit_torch.dit import DiT
 from adit_torch.errors import CheckpointError, ConfigError
-from adit_torch.sample import draw_num_atoms, padded_groups, sample_checkpoint, sample_systems, size_buckets
+from adit_torch.sample import sample_checkpoint, sample_systems
+from adit_torch.sample_plan import draw_num_atoms, padded_groups, size_buckets
 from adit_torch.vae import VAE
 
 STATS = {"num_atoms_hist": {"crystal": {"2": 10, "5": 30}, "molecule": {"9": 1}},
@@ -156,12 +157,12 @@ def test_chunks_give_the_same_samples_in_the_same_order(models):
 
 def test_sample_noise_is_drawn_a_block_at_a_time(monkeypatch):
     """A sample's noise depends on the seed, its index and the counts only; the first block is one up-front draw."""
-    import adit_torch.sample as sample_mod
+    import adit_torch.sample_plan as plan
 
-    monkeypatch.setattr(sample_mod, "NOISE_BLOCK", 4)
+    monkeypatch.setattr(plan, "NOISE_BLOCK", 4)
     counts = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    noise = sample_mod.SampleNoise(offsets, 8, seed=3)
+    noise = plan.SampleNoise(offsets, 8, seed=3)
     rows = [noise[j] for j in range(10)]
     assert [r.shape for r in rows] == [(int(n), 8) for n in counts]
     assert len(noise._blocks) == 3
@@ -172,7 +173,7 @@ def test_sample_noise_is_drawn_a_block_at_a_time(monkeypatch):
     for j in (9, 0, 5):  # drawn again in another order: identical
         torch.testing.assert_close(noise[j], rows[j], rtol=0, atol=0)
     assert sorted(noise._blocks) == [0, 1, 2]
-    other = sample_mod.SampleNoise(offsets, 8, seed=4)
+    other = plan.SampleNoise(offsets, 8, seed=4)
     assert not torch.equal(other[5], rows[5])
     assert not torch.equal(rows[4][:1], rows[0][:1])  # block 1 is not a copy of block 0
 
@@ -181,16 +182,17 @@ def test_streamed_chunks_keep_only_their_noise_blocks(models, monkeypatch):
     """Chunks that straddle noise blocks give the samples of one whole run, and the blocks of finished
     chunks are let go."""
     import adit_torch.sample as sample_mod
+    import adit_torch.sample_plan as plan
 
-    monkeypatch.setattr(sample_mod, "NOISE_BLOCK", 4)
+    monkeypatch.setattr(plan, "NOISE_BLOCK", 4)
     drawn_blocks = []
-    original = sample_mod.SampleNoise._block
+    original = plan.SampleNoise._block
 
     def spy(self, b):
         drawn_blocks.append((b, len(self._blocks)))
         return original(self, b)
 
-    monkeypatch.setattr(sample_mod.SampleNoise, "_block", spy)
+    monkeypatch.setattr(plan.SampleNoise, "_block", spy)
     dit, vae = models
     whole = sample_systems(dit, vae, FlowConfig(steps=2), STATS, "crystal", 11, progress=False, seed=5)
     drawn_blocks.clear()
@@ -206,7 +208,7 @@ def test_streamed_chunks_keep_only_their_noise_blocks(models, monkeypatch):
 def test_the_gpu_cost_model_pads_into_fewer_groups_than_the_cpu_one():
     """On CUDA a forward costs about the same whatever its size, so 1,000 mixed sizes go in few groups."""
     from adit_torch.config import dit_config
-    from adit_torch.sample import GPU_FLOP_PER_S, GPU_FORWARD_FIXED_S, forward_cost
+    from adit_torch.sample_plan import GPU_FLOP_PER_S, GPU_FORWARD_FIXED_S, forward_cost
 
     dit = DiT(dit_config("S", latent_dim=8))
     params = sum(p.numel() for p in dit.parameters())

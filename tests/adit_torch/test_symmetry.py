@@ -134,7 +134,7 @@ def test_compatible_types_give_element_counts_the_group_can_hold(crystals):
 
 def test_atom_counts_follow_the_training_crystals_of_the_asked_group(caplog):
     from adit_torch.recipes import space_group_size_histograms
-    from adit_torch.sample import draw_sizes_and_noise
+    from adit_torch.sample_plan import draw_sizes_and_noise
 
     hist = space_group_size_histograms([4, 4, 8, 2, 6, 6, 3], [225, 225, 225, 0, 194, 194, 225])
     assert hist == {"194": {"6": 2}, "225": {"3": 1, "4": 2, "8": 1}}
