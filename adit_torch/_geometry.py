@@ -70,3 +70,18 @@ def periodic_distance_matrix(frac: np.ndarray, lattice: np.ndarray) -> np.ndarra
     zero = np.all(_SHIFTS == 0, axis=1)
     dist[np.arange(n), np.arange(n), np.flatnonzero(zero)[0]] = np.inf
     return dist.min(axis=-1)
+
+
+def kabsch_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The proper rotation ``(3, 3)`` that best maps centred ``b (k, 3)`` onto centred ``a`` (``b @ R ~ a``)."""
+    if len(a) == 1:
+        return np.eye(3)
+    u, _, vt = np.linalg.svd(b.T @ a)
+    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
+
+
+def kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """RMSD (Å) of ``b (k, 3)`` onto ``a (k, 3)`` after centring both and the best proper rotation (Kabsch)."""
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    return float(np.sqrt(((b @ kabsch_rotation(a, b) - a) ** 2).sum(1).mean()))

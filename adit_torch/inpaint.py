@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adit_torch._geometry import kabsch_rmsd, kabsch_rotation
 from adit_torch.errors import ConfigError
 from adit_torch.system import AtomicSystem
 
@@ -94,14 +95,6 @@ def _best_shift(frac: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.arctan2(np.sin(angle).mean(0), np.cos(angle).mean(0)) / (2 * np.pi)
 
 
-def _kabsch_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The proper rotation ``(3, 3)`` that best maps centred ``b (k, 3)`` onto centred ``a`` (``b @ R ~ a``)."""
-    if len(a) == 1:
-        return np.eye(3)
-    u, _, vt = np.linalg.svd(b.T @ a)
-    return u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt
-
-
 def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
     """``sample`` with its first ``k`` atoms replaced by the fragment's, placed where the sample put them:
     the fragment rigidly aligned onto them (molecules) or shifted by their best common translation
@@ -117,7 +110,7 @@ def _placed(fragment: AtomicSystem, sample: AtomicSystem) -> AtomicSystem:
     a, b = sample.positions[:k], fragment.positions
     ca, cb = a.mean(0), b.mean(0)
     pos = sample.positions.copy()
-    pos[:k] = (b - cb) @ _kabsch_rotation(a - ca, b - cb) + ca
+    pos[:k] = (b - cb) @ kabsch_rotation(a - ca, b - cb) + ca
     return AtomicSystem(numbers, pos)
 
 
@@ -161,13 +154,6 @@ def encode_in_context(vae, fragment: AtomicSystem, samples: list[AtomicSystem], 
     return out
 
 
-def _kabsch_rmsd(a: np.ndarray, b: np.ndarray) -> float:
-    """RMSD (Å) of ``b (k, 3)`` onto ``a (k, 3)`` after the best rotation and translation."""
-    a = a - a.mean(0)
-    b = b - b.mean(0)
-    return float(np.sqrt(((b @ _kabsch_rotation(a, b) - a) ** 2).sum(1).mean()))
-
-
 def _periodic_rmsd(frag: AtomicSystem, sample: AtomicSystem) -> float:
     """RMSD (Å, in the sample's cell) of the kept sites' fractional coordinates after the best
     common translation (circular mean of the differences)."""
@@ -193,7 +179,7 @@ def kept_fidelity(fragment: AtomicSystem, sample: AtomicSystem) -> dict[str, Any
     types = bool(np.array_equal(sample.numbers[:k], fragment.numbers))
     if fragment.is_periodic:
         return {"types_kept": types, "rmsd": _periodic_rmsd(fragment, sample)}
-    return {"types_kept": types, "rmsd": _kabsch_rmsd(fragment.positions, sample.positions[:k])}
+    return {"types_kept": types, "rmsd": kabsch_rmsd(fragment.positions, sample.positions[:k])}
 
 
 def fidelity_summary(fragment: AtomicSystem, samples: list[AtomicSystem]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from adit_torch._geometry import kabsch_rmsd
 from adit_torch.augment import augment_batch
 from adit_torch.batching import collate
 from adit_torch.checkpoint import load_dit, load_vae, save_checkpoint
@@ -225,7 +226,7 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
         else:
             centred = orig.positions - orig.positions.mean(0)
             rmsd = float(np.sqrt(((centred - r.positions) ** 2).sum(-1).mean()))
-            aligned = aligned_rmsd(r.positions, centred) if len(r.positions) == len(centred) else float("inf")
+            aligned = kabsch_rmsd(centred, r.positions) if len(r.positions) == len(centred) else float("inf")
             rmsds_aligned.append(aligned)
             mol_aligned.append(same and aligned < rmsd_threshold)
             rmsd = aligned if frame_free else rmsd
@@ -240,18 +241,6 @@ def reconstruction_metrics(vae: VAE, systems: list, device="cpu", batch_size: in
         out["molecule_match_rate_aligned"] = float(np.mean(mol_aligned))
         out["molecule_rmsd_aligned"] = float(np.mean(rmsds_aligned))
     return out
-
-
-def aligned_rmsd(pred: np.ndarray, target: np.ndarray) -> float:
-    """RMSD (Å) of ``pred (n, 3)`` to ``target (n, 3)`` after centring both and the best proper rotation (Kabsch)."""
-    import torch
-
-    from adit_torch.equivariant import aligned_position_error
-
-    p = torch.as_tensor(pred - pred.mean(0), dtype=torch.float64)[None]
-    t = torch.as_tensor(target - target.mean(0), dtype=torch.float64)[None]
-    err = aligned_position_error(p, t, torch.ones(1, len(pred), dtype=torch.bool))
-    return float(err.mean().sqrt())
 
 
 def vae_loss_fn(augment: bool):

@@ -92,14 +92,14 @@ def output_paths(out: Path, kind: str) -> dict[str, Path]:
 
 def _resolve_checkpoint(args) -> None:
     """Set ``args.checkpoint`` from ``--model``, or when neither was given from the default model, or
-    from the first registered model trained with every ``--condition`` key when the default was not
-    (said on stderr)."""
+    from the first registered model trained with every key of ``args.conditions`` (parsed) when the
+    default was not (said on stderr)."""
     if args.checkpoint is None:
         from adit_torch.pretrained import DEFAULT_MODEL, models_with_conditions, pretrained_path
 
         if args.model is None:
             args.model = DEFAULT_MODEL
-            keys = {item.split("=", 1)[0].strip() for item in args.condition or []}
+            keys = args.conditions.keys() + args.conditions.constraint_keys()
             able = models_with_conditions(keys)
             if able and DEFAULT_MODEL not in able:
                 args.model = able[0]
@@ -110,6 +110,9 @@ def _resolve_checkpoint(args) -> None:
 
 
 def _check(args) -> None:
+    from adit_torch.conditions import parse_conditions
+
+    args.conditions = parse_conditions(args.condition, args.guidance)  # the model may follow from its keys
     _resolve_checkpoint(args)
     if args.out.suffix != ".extxyz":
         raise ConfigError(f"--out must end in .extxyz, got {args.out}")
@@ -140,9 +143,6 @@ def _check(args) -> None:
         args.guidance_window = check_guidance_interval(parts)
     # the grid's own checks (e.g. the reference grid needs 2 steps), before any work
     time_grid(args.steps or meta.get("config", {}).get("flow", {}).get("steps", 100), args.time_grid)
-    from adit_torch.conditions import parse_conditions
-
-    args.conditions = parse_conditions(args.condition, args.guidance)
     if args.no_symmetrize and args.conditions.space_group is None:
         raise ConfigError("--no-symmetrize applies to --condition space_group=N, and none is given")
     args.conditions.symmetrize = not args.no_symmetrize

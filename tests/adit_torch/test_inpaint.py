@@ -6,10 +6,11 @@ import pytest
 import torch
 from adit_model_data import qm9_systems
 
+from adit_torch._geometry import kabsch_rmsd
 from adit_torch.config import DiTConfig, FlowConfig
 from adit_torch.dit import DiT
 from adit_torch.errors import ConfigError
-from adit_torch.inpaint import _kabsch_rmsd, keep_exactly, kept_fidelity
+from adit_torch.inpaint import keep_exactly, kept_fidelity
 from adit_torch.sample import sample_latents
 from adit_torch.system import AtomicSystem
 
@@ -36,8 +37,8 @@ def test_kabsch_rmsd_is_zero_for_a_rigid_motion_and_positive_otherwise():
     a = rng.normal(size=(6, 3))
     q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
     q *= np.sign(np.linalg.det(q))
-    assert _kabsch_rmsd(a, a @ q.T + 3.0) < 1e-9
-    assert _kabsch_rmsd(a, a + rng.normal(scale=0.1, size=a.shape)) > 0.01
+    assert kabsch_rmsd(a, a @ q.T + 3.0) < 1e-9
+    assert kabsch_rmsd(a, a + rng.normal(scale=0.1, size=a.shape)) > 0.01
 
 
 def test_crystal_fidelity_ignores_a_periodic_shift():
@@ -116,7 +117,7 @@ def test_exact_keep_writes_the_given_atoms_and_moves_nothing_else(shipped, qm9_s
         np.testing.assert_array_equal(e.numbers[:k], fragment.numbers)
         np.testing.assert_allclose(pdist(e.positions[:k]), pdist(fragment.positions), atol=1e-6)
         np.testing.assert_allclose(e.positions[k:], d.positions[k:])
-        assert _kabsch_rmsd(d.positions[:k], e.positions[:k]) == pytest.approx(d.info["kept_rmsd"], abs=1e-4)
+        assert kabsch_rmsd(d.positions[:k], e.positions[:k]) == pytest.approx(d.info["kept_rmsd"], abs=1e-4)
 
 
 def test_bad_fragment_requests_fail_clearly(shipped, qm9_sample):
